@@ -1,0 +1,1 @@
+"""scenelab: scene recognition research and teaching toolkit."""

@@ -1,0 +1,138 @@
+"""Configuration dataclasses, one per concern, built once by the CLI and passed down.
+
+Field names are the CLI flags (`batch_size` -> `--batch-size`); the `help` metadata is the flag's
+help text. A run's resolved configuration is `RunConfig`, saved as `config.yaml` and inside every
+checkpoint as a plain nested dict (`to_dict`), and read back with `RunConfig.from_dict`.
+"""
+
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+DATA_SOURCES = ("synthetic", "miniplaces", "folder")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    data: str = _opt("synthetic", "data source", choices=DATA_SOURCES)
+    data_root: str | None = _opt(None, "dataset root (miniplaces: holds categories.txt; folder)")
+    image_size: int = _opt(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
+    batch_size: int = _opt(64, "images per optimisation step")
+    workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)")
+    limit: int = _opt(0, "use only the first N validation images (0: all)")
+    synth_classes: int = _opt(10, "synthetic scenes: number of classes (at most 10)")
+    synth_train: int = _opt(4000, "synthetic scenes: training images")
+    synth_val: int = _opt(1000, "synthetic scenes: validation images")
+    synth_seed: int = _opt(0, "synthetic scenes: generator seed (independent of --seed)")
+
+    @property
+    def resolved_image_size(self) -> int:
+        if self.image_size:
+            return self.image_size
+        return 64 if self.data == "synthetic" else 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    model: str = _opt("simplenet", "model registry name (see `scenelab models`)")
+    conv: str = _opt("native", "convolution implementation for CNNs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
+    lr: float = _opt(0.05, "peak learning rate (after warm-up)")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(5e-4, "weight decay (not applied to biases and norm weights)")
+    warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs, then cosine decay")
+    min_lr_ratio: float = _opt(0.0, "final learning rate as a fraction of --lr")
+    clip_grad: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = _opt(15, "training epochs (the length of the learning-rate schedule)")
+    stop_after: int = _opt(0, "stop after N epochs, keeping the schedule of --epochs (0: off)")
+    seed: int = _opt(0, "seed for python, numpy, torch and the data order")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+    out_dir: str = _opt("runs", "where run folders are created")
+    name: str = _opt("", "run folder name suffix (default: model name)")
+    log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def resolve(self) -> "RunConfig":
+        """Fill in derived defaults (image size, run name), so the saved config is explicit."""
+        return self.override(
+            {"image_size": self.data.resolved_image_size, "name": self.train.name or self.model.model}
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Build from nested sections ({"optim": {"lr": 0.1}}) and/or flat keys ({"lr": 0.1})."""
+        return cls().override(values)
+
+    def override(self, values: dict[str, Any]) -> "RunConfig":
+        """A copy with `values` (nested by section or flat field names) replacing the fields."""
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in SECTIONS and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        unknown = set(flat) - {f.name for sec in SECTIONS.values() for f in fields(sec)}
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+        sections = {}
+        for name, cls in SECTIONS.items():
+            current = getattr(self, name)
+            hints = get_type_hints(cls)
+            mine = {
+                f.name: _coerce(f, hints[f.name], flat[f.name])
+                for f in fields(cls)
+                if f.name in flat
+            }
+            sections[name] = replace(current, **mine)
+        return RunConfig(**sections)
+
+
+def _coerce(f: Field, hint: Any, value: Any) -> Any:
+    """Check a value from YAML or a checkpoint against the field's type (YAML reads 1e-3 as str)."""
+    kind = next((t for t in (bool, int, float, str) if hint is t or hint == t | None), None)
+    if value is None and hint != kind:
+        return value
+    try:
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError
+        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        value = kind(value) if kind in (int, float) else value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config key {f.name!r}: expected {kind.__name__}, got {value!r}"
+        ) from None
+    if "choices" in f.metadata and value not in f.metadata["choices"]:
+        raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
+    return value

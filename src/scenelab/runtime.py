@@ -1,0 +1,92 @@
+"""Device choice, seeding, timing and peak memory: the one module that may mention `torch.cuda`.
+
+The CLI calls `pick_device` once and passes the device down; everything else follows the tensors.
+"""
+
+import random
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` tries cuda, then mps, then cpu; any other name is checked to be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use cpu or auto")
+    return device
+
+
+def setup(device: torch.device) -> None:
+    """Process-wide speed settings, called once by the CLI (never at import time)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 32-bit seed from integer keys, e.g. (seed, epoch)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; returns a generator for DataLoader shuffling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: numpy and python follow the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class Timer:
+    """Wall-clock seconds of a block, synchronising the device on entry and exit."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Timer":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak on CUDA; on CPU the peak is the process's max RSS and cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA allocator peak since the last reset, or the process's max RSS on CPU/MPS (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB else

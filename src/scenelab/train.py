@@ -1,0 +1,314 @@
+"""Optimiser, schedule, `train_one_epoch`, `evaluate` and `fit`: the one training loop.
+
+The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
+lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
+fewer than two dimensions (biases, norm weights; nanoGPT's rule). Every epoch reseeds python,
+numpy, torch and the loader's generator from (seed, epoch), so a resumed run sees the same data
+order and augmentation as an uninterrupted one.
+"""
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import save_checkpoint
+from .config import OptimConfig, RunConfig
+from .metrics import RunningSums, confusion_matrix, correct_topk
+from .runtime import Timer, derive_seed, peak_memory_mb, reset_peak_memory
+from .tracking import Console, NullTracker, RunDir, Tracker
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return min_ratio + (1 - min_ratio) * cosine
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        return lr_factor(step, warmup_steps=warmup, total_steps=total, min_ratio=cfg.min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    acc1, acc5 = correct_topk(logits.detach(), y, (1, 5))
+    return {"loss": loss.detach() * len(y), "acc1": acc1, "acc5": acc5}
+
+
+_PERCENT = {"acc1": 100.0, "acc5": 100.0}
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    scheduler=None,
+    label_smoothing: float = 0.0,
+    clip_grad: float = 0.0,
+    console: Console | None = None,
+    desc: str = "train",
+    tracker=None,
+    step: int = 0,
+) -> tuple[dict[str, float], int]:
+    """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count."""
+    model.train()
+    tracker = tracker or NullTracker()
+    sums = RunningSums()
+    progress = (console or Console()).progress(len(loader), desc)
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        sums.add(len(y), **_batch_stats(logits, y, loss))
+        step += 1
+        progress.step(lambda: {"loss": sums.means()["loss"]})
+        if step % 10 == 0:
+            tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+    progress.close()
+    return sums.means(_PERCENT), step
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    tta: bool = False,
+    num_classes: int | None = None,
+) -> dict[str, Any]:
+    """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
+
+    tta: average the softmax of the image and its horizontal mirror.
+    """
+    was_training = model.training
+    model.eval()
+    sums, confusion = RunningSums(), None
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        if tta:
+            probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+            logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
+        sums.add(len(y), **_batch_stats(logits, y, F.cross_entropy(logits, y)))
+        if num_classes:
+            batch = confusion_matrix(logits.argmax(1), y, num_classes)
+            confusion = batch if confusion is None else confusion + batch
+    model.train(was_training)
+    metrics: dict[str, Any] = sums.means(_PERCENT)
+    if num_classes:
+        metrics["confusion"] = confusion.cpu()
+    return metrics
+
+
+@dataclass
+class FitState:
+    """Where a run stands; saved in every checkpoint so `--resume` continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps
+    best_acc1: float = -1.0
+    totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
+        return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]))
+
+
+def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None) -> None:
+    """Reseed every source of randomness from (seed, epoch)."""
+    s = derive_seed(seed, epoch)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    if generator is not None:
+        generator.manual_seed(s)
+
+
+def fit(
+    cfg: RunConfig,
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    *,
+    device: torch.device,
+    run: RunDir,
+    classes: list[str],
+    optimizer,
+    scheduler,
+    state: FitState | None = None,
+    tracker: Tracker | NullTracker | None = None,
+    console: Console | None = None,
+    generator: torch.Generator | None = None,
+    stop_after: int = 0,
+) -> FitState:
+    """Train from `state` to `cfg.train.epochs` (or `stop_after` epochs), evaluating each epoch.
+
+    Writes `last.pt` every epoch and `best.pt` when val top-1 improves. Returns the final state.
+    """
+    state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
+    epochs = cfg.train.epochs
+    end = min(stop_after, epochs) if stop_after else epochs
+    while state.epoch < end:
+        epoch = state.epoch + 1
+        seed_epoch(cfg.train.seed, epoch, generator)
+        reset_peak_memory(device)
+        with Timer(device) as timer:
+            train, state.step = train_one_epoch(
+                model,
+                train_loader,
+                optimizer,
+                device=device,
+                scheduler=scheduler,
+                label_smoothing=cfg.optim.label_smoothing,
+                clip_grad=cfg.optim.clip_grad,
+                console=console,
+                desc=f"epoch {epoch}/{epochs}",
+                tracker=tracker,
+                step=state.step,
+            )
+        if not math.isfinite(train["loss"]):
+            raise TrainingError(
+                f"the training loss became {train['loss']} in epoch {epoch} (step {state.step}, "
+                f"lr {optimizer.param_groups[0]['lr']:.3g}); nothing was saved for this epoch, "
+                f"the last good checkpoint is {run.last}. Lower --lr or set --clip-grad."
+            )
+        val = evaluate(model, val_loader, device=device)
+        row = _epoch_row(
+            epoch,
+            train,
+            val,
+            timer.seconds,
+            len(train_loader.dataset),
+            device,
+            optimizer.param_groups[0]["lr"],
+        )
+        _accumulate(state, row)
+        tracker.log_epoch(row)
+        for tag, key in _TAGS.items():
+            tracker.scalar(tag, row[key], state.step)
+        state.epoch = epoch
+        _save(run, cfg, model, optimizer, scheduler, state, classes, val["acc1"])
+        console.info(
+            f"epoch {epoch}/{epochs}  train loss {row['train_loss']:.4f} acc1 "
+            f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
+            f"acc5 {row['val_acc5']:.2f}  {row['epoch_seconds']:.1f}s "
+            f"{row['images_per_second']:.0f} img/s"
+        )
+    return state
+
+
+_TAGS = {
+    "train/loss": "train_loss",
+    "train/acc1": "train_acc1",
+    "train/acc5": "train_acc5",
+    "val/loss": "val_loss",
+    "val/acc1": "val_acc1",
+    "val/acc5": "val_acc5",
+    "time/epoch_s": "epoch_seconds",
+    "mem/peak_mb": "peak_memory_mb",
+}
+
+
+def _epoch_row(
+    epoch: int, train: dict, val: dict, seconds: float, images: int, device: torch.device, lr: float
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc1": train["acc1"],
+        "train_acc5": train["acc5"],
+        "val_loss": val["loss"],
+        "val_acc1": val["acc1"],
+        "val_acc5": val["acc5"],
+        "lr": lr,
+        "epoch_seconds": seconds,
+        "images_per_second": images / max(seconds, 1e-9),
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+
+
+def _accumulate(state: FitState, row: dict[str, Any]) -> None:
+    t = state.totals
+    t["train_seconds"] = t.get("train_seconds", 0.0) + row["epoch_seconds"]
+    t["train_images"] = t.get("train_images", 0.0) + row["images_per_second"] * row["epoch_seconds"]
+    t["peak_memory_mb"] = max(t.get("peak_memory_mb", 0.0), row["peak_memory_mb"])
+    t["min_val_loss"] = min(t.get("min_val_loss", math.inf), row["val_loss"])
+    t["min_train_loss"] = min(t.get("min_train_loss", math.inf), row["train_loss"])
+    for key in ("train_acc1", "train_acc5", "val_acc1", "val_acc5", "val_loss", "train_loss"):
+        t[f"final_{key}"] = row[key]
+
+
+def _save(
+    run: RunDir,
+    cfg: RunConfig,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    state: FitState,
+    classes: list[str],
+    acc1: float,
+) -> None:
+    improved = acc1 > state.best_acc1
+    state.best_acc1 = max(state.best_acc1, acc1)
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_acc1": state.best_acc1,
+        "totals": dict(state.totals),
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "model_name": cfg.model.model,
+    }
+    save_checkpoint(run.last, checkpoint)
+    if improved:
+        save_checkpoint(run.best, checkpoint)

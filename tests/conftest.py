@@ -1,0 +1,47 @@
+"""Shared fixtures: seeding, the test device, tiny datasets on disk and tiny training flags."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from scenelab.data.miniplaces import write_miniplaces
+from scenelab.data.synthetic import CLASSES, iter_scenes
+
+SAMPLE = Path(
+    os.environ.get(
+        "SCENELAB_MINIPLACES_SAMPLE",
+        Path(__file__).resolve().parents[2] / "shared" / "datasets" / "miniplaces-sample",
+    )
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device(os.environ.get("TEST_DEVICE", "cpu"))
+
+
+def write_tiny(root: Path, num_classes: int = 3, train: int = 12, val: int = 6, size: int = 32):
+    classes = list(CLASSES[:num_classes])
+    write_miniplaces(root, classes, "train", iter_scenes(train, size, num_classes, 0, "train"))
+    write_miniplaces(root, classes, "val", iter_scenes(val, size, num_classes, 0, "val"))
+    return root
+
+
+@pytest.fixture
+def tiny_miniplaces(tmp_path: Path) -> Path:
+    """A 3-class MiniPlaces-layout tree of 32x32 JPEGs with masks: 12 train, 6 val images."""
+    return write_tiny(tmp_path / "tiny")
+
+
+# Flags for a training run of a few seconds.
+TINY_TRAIN = [
+    "--synth-train", "48", "--synth-val", "24", "--synth-classes", "3", "--image-size", "32",
+    "--batch-size", "16", "--workers", "0", "--epochs", "2", "--log-every", "1",
+]  # fmt: skip

@@ -1,0 +1,192 @@
+import shutil
+
+import pytest
+import torch
+from conftest import write_tiny
+from PIL import Image
+from torchvision import io
+
+from scenelab.config import DataConfig
+from scenelab.data import DatasetError, build_dataset, build_datasets
+from scenelab.data.miniplaces import MiniPlaces, category_name
+from scenelab.data.synthetic import generate
+
+
+def _edit(path, lineno, text):
+    lines = path.read_text().splitlines()
+    lines[lineno - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_reads_the_official_layout(tiny_miniplaces):
+    ds = MiniPlaces(tiny_miniplaces, "train")
+    assert len(ds) == 12 and ds.classes == ["coast", "forest", "desert"]
+    image, label = ds[4]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and label == 4 % 3
+    assert (tiny_miniplaces / "categories.txt").read_text().splitlines()[0] == "/c/coast 0"
+    assert (tiny_miniplaces / "train.txt").read_text().splitlines()[0] == (
+        "train/c/coast/00000001.jpg 0"
+    )
+
+
+def test_written_images_and_masks_read_back_as_generated(tiny_miniplaces):
+    images, labels, masks = generate(6, 32, num_classes=3, split="val")
+    ds = MiniPlaces(tiny_miniplaces, "val", with_masks=True)
+    for i in range(6):
+        image, label, mask = ds[i]
+        assert label == labels[i]
+        assert torch.equal(mask, masks[i])  # PNG: lossless
+        error = (image.float() - images[i].float()).abs().mean()  # JPEG q95
+        assert error < 15 and error < (image.float() - images[i - 1].float()).abs().mean() / 3
+
+
+def test_category_names_drop_the_letter_folder():
+    assert category_name("/a/abbey") == "abbey"
+    assert category_name("/a/apartment_building/outdoor") == "apartment_building/outdoor"
+
+
+def test_unlabelled_test_split(tiny_miniplaces):
+    (tiny_miniplaces / "test.txt").write_text("val/00000001.jpg\nval/00000002.jpg\n")
+    ds = MiniPlaces(tiny_miniplaces, "test")
+    assert len(ds) == 2 and ds[1][1] == -1
+
+
+def test_missing_root_says_what_to_pass(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist; pass --data-root"):
+        MiniPlaces(tmp_path / "nowhere")
+
+
+def test_missing_list_file_is_named(tiny_miniplaces):
+    (tiny_miniplaces / "val.txt").unlink()
+    with pytest.raises(DatasetError, match=r"val\.txt not found"):
+        MiniPlaces(tiny_miniplaces, "val")
+
+
+def test_malformed_category_line_names_file_and_line(tiny_miniplaces):
+    _edit(tiny_miniplaces / "categories.txt", 2, "/f/forest one")
+    with pytest.raises(DatasetError, match=r"categories\.txt:2: expected .*'/f/forest one'"):
+        MiniPlaces(tiny_miniplaces)
+
+
+def test_duplicate_or_missing_category_indices(tiny_miniplaces):
+    _edit(tiny_miniplaces / "categories.txt", 3, "/d/desert 1")
+    with pytest.raises(DatasetError, match=r"categories\.txt:3: index 1 already used"):
+        MiniPlaces(tiny_miniplaces)
+    _edit(tiny_miniplaces / "categories.txt", 3, "/d/desert 5")
+    with pytest.raises(DatasetError, match=r"missing \[2, 3, 4\]"):
+        MiniPlaces(tiny_miniplaces)
+
+
+def test_malformed_list_line_names_file_line_and_text(tiny_miniplaces):
+    _edit(tiny_miniplaces / "train.txt", 3, "train/d/desert/00000003.jpg two")
+    with pytest.raises(DatasetError, match=r"train\.txt:3: expected .*'train/d/desert/00000003"):
+        MiniPlaces(tiny_miniplaces)
+
+
+def test_label_out_of_range(tiny_miniplaces):
+    _edit(tiny_miniplaces / "val.txt", 2, "val/00000002.jpg 7")
+    with pytest.raises(DatasetError, match=r"val\.txt:2: label 7 out of range 0\.\.2"):
+        MiniPlaces(tiny_miniplaces, "val")
+
+
+def test_label_contradicting_the_category_folder(tiny_miniplaces):
+    _edit(tiny_miniplaces / "train.txt", 1, "train/c/coast/00000001.jpg 2")
+    with pytest.raises(DatasetError, match=r"train\.txt:1: label 2 \(/d/desert\) but the path is "
+                       r"in /c/coast \(0\)"):  # fmt: skip
+        MiniPlaces(tiny_miniplaces)
+
+
+def test_every_problem_is_counted_and_the_first_few_quoted(tiny_miniplaces):
+    path = tiny_miniplaces / "train.txt"
+    path.write_text("".join(f"bad line {i}\n" for i in range(8)))
+    with pytest.raises(DatasetError, match=r"\(8\):(.|\n)*train\.txt:5:(.|\n)*and 3 more") as e:
+        MiniPlaces(tiny_miniplaces)
+    assert "train.txt:6" not in str(e.value)
+
+
+def test_missing_images_are_counted_with_the_first_paths(tiny_miniplaces):
+    shutil.rmtree(tiny_miniplaces / "images" / "train" / "f")
+    with pytest.raises(DatasetError, match=r"images listed but missing .*\(4\):\n.*train\.txt:2: "
+                       r"train/f/forest/00000002\.jpg"):  # fmt: skip
+        MiniPlaces(tiny_miniplaces)
+
+
+def test_corrupt_image_names_the_file(tiny_miniplaces):
+    bad = tiny_miniplaces / "images" / "val" / "00000003.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])
+    ds = MiniPlaces(tiny_miniplaces, "val")
+    with pytest.raises(DatasetError, match=r"cannot decode image .*00000003\.jpg.*corrupt"):
+        ds[2]
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpegs_become_rgb(tiny_miniplaces, mode):
+    path = tiny_miniplaces / "images" / "val" / "00000001.jpg"
+    Image.new("RGB", (32, 32), (200, 40, 40)).convert(mode).save(path)
+    image, _ = MiniPlaces(tiny_miniplaces, "val")[0]
+    assert image.shape == (3, 32, 32)
+    if mode == "CMYK":
+        assert image[0].float().mean() > image[1].float().mean() + 80  # still red
+
+
+def test_masks_requested_but_absent(tiny_miniplaces):
+    shutil.rmtree(tiny_miniplaces / "masks")
+    with pytest.raises(DatasetError, match="masks listed but missing"):
+        MiniPlaces(tiny_miniplaces, "val", with_masks=True)
+
+
+def test_build_datasets_applies_the_presets(tiny_miniplaces):
+    cfg = DataConfig(data="miniplaces", data_root=str(tiny_miniplaces), image_size=24)
+    train, val, classes = build_datasets(cfg)
+    for ds in (train, val):
+        image, _ = ds[0]
+        assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+        assert 0 <= image.min() and image.max() <= 1
+    assert classes == ["coast", "forest", "desert"]
+
+
+def test_synthetic_is_the_default_source_and_limit_applies():
+    cfg = DataConfig(synth_train=10, synth_val=20, synth_classes=5, limit=7)
+    train, val, classes = build_datasets(cfg)
+    assert len(train) == 10 and len(val) == 7 and len(classes) == 5
+    assert val[0][0].shape == (3, 64, 64)
+
+
+def test_sources_that_need_a_root_say_so():
+    with pytest.raises(DatasetError, match="--data miniplaces needs --data-root"):
+        build_datasets(DataConfig(data="miniplaces"))
+
+
+def _image_folder(root, split, classes):
+    for name in classes:
+        (root / split / name).mkdir(parents=True)
+        for i in range(2):
+            image = torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8)
+            io.write_jpeg(image, str(root / split / name / f"{i}.jpg"))
+
+
+def test_image_folder_trees(tmp_path):
+    _image_folder(tmp_path, "train", ["beach", "city"])
+    _image_folder(tmp_path, "val", ["beach", "city"])
+    train, val, classes = build_datasets(DataConfig(data="folder", data_root=str(tmp_path)))
+    assert classes == ["beach", "city"] and len(train) == 4 and len(val) == 4
+    assert val[3][0].shape == (3, 128, 128) and val[3][1] == 1
+
+
+def test_image_folder_errors(tmp_path):
+    _image_folder(tmp_path, "train", ["beach", "city"])
+    with pytest.raises(DatasetError, match=r"val not found: a folder dataset needs"):
+        build_datasets(DataConfig(data="folder", data_root=str(tmp_path)))
+    _image_folder(tmp_path, "val", ["beach", "forest"])
+    with pytest.raises(DatasetError, match="train and val have different classes"):
+        build_datasets(DataConfig(data="folder", data_root=str(tmp_path)))
+
+
+def test_folder_without_masks(tmp_path):
+    with pytest.raises(DatasetError, match="no object masks"):
+        build_dataset(DataConfig(data="folder", data_root=str(tmp_path)), "val", with_masks=True)
+
+
+def test_tiny_helper_writes_requested_sizes(tmp_path):
+    root = write_tiny(tmp_path / "t", num_classes=2, train=4, val=2, size=16)
+    assert len(MiniPlaces(root, "train")) == 4 and len(MiniPlaces(root, "val")) == 2
