@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HASH := $(shell sha256sum pyproject.toml | cut -c1-12)
 BASE_STAMP := $(VENV)/.stamp-base-$(HASH)
 TEST_STAMP := $(VENV)/.stamp-test-$(HASH)
-DEMO_FLAGS ?= --name demo --epochs 10
+DEMO_FLAGS ?= --name demo
 
 .PHONY: demo test lint install
 

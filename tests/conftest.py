@@ -42,6 +42,20 @@ def tiny_miniplaces(tmp_path: Path) -> Path:
 
 # Flags for a training run of a few seconds.
 TINY_TRAIN = [
-    "--synth-train", "48", "--synth-val", "24", "--synth-classes", "3", "--image-size", "32",
-    "--batch-size", "16", "--workers", "0", "--epochs", "2", "--log-every", "1",
-]  # fmt: skip
+    "--synth-train",
+    "48",
+    "--synth-val",
+    "24",
+    "--synth-classes",
+    "3",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--epochs",
+    "2",
+    "--log-every",
+    "1",
+]

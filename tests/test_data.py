@@ -2,10 +2,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import write_tiny
 from PIL import Image
 from torchvision import io
 
+from conftest import write_tiny
 from scenelab.config import DataConfig
 from scenelab.data import DatasetError, build_dataset, build_datasets
 from scenelab.data.miniplaces import MiniPlaces, category_name
@@ -91,8 +91,11 @@ def test_label_out_of_range(tiny_miniplaces):
 
 def test_label_contradicting_the_category_folder(tiny_miniplaces):
     _edit(tiny_miniplaces / "train.txt", 1, "train/c/coast/00000001.jpg 2")
-    with pytest.raises(DatasetError, match=r"train\.txt:1: label 2 \(/d/desert\) but the path is "
-                       r"in /c/coast \(0\)"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"train\.txt:1: label 2 \(/d/desert\) but the path is "
+        r"in /c/coast \(0\)",
+    ):
         MiniPlaces(tiny_miniplaces)
 
 
@@ -106,8 +109,11 @@ def test_every_problem_is_counted_and_the_first_few_quoted(tiny_miniplaces):
 
 def test_missing_images_are_counted_with_the_first_paths(tiny_miniplaces):
     shutil.rmtree(tiny_miniplaces / "images" / "train" / "f")
-    with pytest.raises(DatasetError, match=r"images listed but missing .*\(4\):\n.*train\.txt:2: "
-                       r"train/f/forest/00000002\.jpg"):  # fmt: skip
+    with pytest.raises(
+        DatasetError,
+        match=r"images listed but missing .*\(4\):\n.*train\.txt:2: "
+        r"train/f/forest/00000002\.jpg",
+    ):
         MiniPlaces(tiny_miniplaces)
 
 

@@ -1,1 +1,30 @@
-"""scenelab: scene recognition research and teaching toolkit."""
+"""scenelab: train scene-recognition CNNs and ViTs, then explain and attack them.
+
+The public API, re-exported here; the command line (`scenelab ...`) is built on it.
+"""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .data import build_dataset, build_datasets, build_loader
+from .models import MODELS, build_model
+from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_epoch
+
+__all__ = [
+    "MODELS",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "build_dataset",
+    "build_datasets",
+    "build_loader",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_one_epoch",
+]

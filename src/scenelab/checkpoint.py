@@ -8,7 +8,6 @@ primitives, so `torch.load(weights_only=True)` reads it.
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "refuses to load it because unpickling can run arbitrary code. Only load "
             "checkpoints written by scenelab (or re-save the state dicts you trust)."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on bad bytes
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, or not written by torch.save): {e}"
         ) from None

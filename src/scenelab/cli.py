@@ -78,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its saved configuration; drop "
                 f"{', '.join('--' + c.replace('_', '-') for c in changed)}"
             )
-        cfg = RunConfig.from_dict(checkpoint["config"]).override(given)
+        # A resumed run goes on to its planned end unless told to stop again.
+        cfg = RunConfig.from_dict(checkpoint["config"]).override({"stop_after": 0} | given)
     else:
         cfg = RunConfig().override(_load_yaml(args.config) if args.config else {}).override(given)
         cfg = cfg.resolve()

@@ -56,7 +56,7 @@ class OptimConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = _opt(15, "training epochs (the length of the learning-rate schedule)")
+    epochs: int = _opt(10, "training epochs (the length of the learning-rate schedule)")
     stop_after: int = _opt(0, "stop after N epochs, keeping the schedule of --epochs (0: off)")
     seed: int = _opt(0, "seed for python, numpy, torch and the data order")
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
@@ -83,7 +83,10 @@ class RunConfig:
     def resolve(self) -> "RunConfig":
         """Fill in derived defaults (image size, run name), so the saved config is explicit."""
         return self.override(
-            {"image_size": self.data.resolved_image_size, "name": self.train.name or self.model.model}
+            {
+                "image_size": self.data.resolved_image_size,
+                "name": self.train.name or self.model.model,
+            }
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,11 @@
 1x1, 3x3, 1x1 convs (256->128->128->512); global average pool; Linear(512->classes).
 No BatchNorm, every conv has a bias and a ReLU. `conv_layer` swaps in another Conv2d class
 (the hand-written UnfoldConv2d) without changing parameters or state-dict keys.
+
+Initialisation follows torchvision's BN-free VGG (He normal, fan_out, for convs; N(0, 0.01) for
+the head; zero biases). With PyTorch's default init, activations shrink through the nine layers
+and 100-class training sits on the ln(100) loss plateau for epochs; measured on the real 64 px
+sample, the default init had not left it after 3 epochs, this init had.
 """
 
 from torch import Tensor, nn
@@ -15,6 +20,15 @@ def _conv_relu(
     conv_layer: type[nn.Conv2d], cin: int, cout: int, k: int, stride: int = 1
 ) -> list[nn.Module]:
     return [conv_layer(cin, cout, k, stride=stride, padding=k // 2), nn.ReLU(inplace=True)]
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
+        nn.init.normal_(m.weight, 0, 0.01)
+        nn.init.zeros_(m.bias)
 
 
 class SimpleNet(nn.Module):
@@ -34,6 +48,7 @@ class SimpleNet(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(512, num_classes)
+        self.apply(_init_weights)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: images (B, 3, H, W) in [0, 1] -> logits (B, num_classes)."""

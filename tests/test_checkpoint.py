@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from scenelab.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from scenelab.models import SimpleNet
+
+
+def _state(model, name="simplenet"):
+    return {
+        "model": model.state_dict(),
+        "config": {"model": {"model": name}},
+        "epoch": 3,
+        "classes": ["a", "b", "c"],
+        "model_name": name,
+        "best_acc1": 50.0,
+    }
+
+
+def test_round_trip_with_weights_only_loading(tmp_path):
+    model = SimpleNet(num_classes=3)
+    path = tmp_path / "ck" / "last.pt"
+    save_checkpoint(path, _state(model))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+    state = load_checkpoint(path)
+    assert state["epoch"] == 3 and state["classes"] == ["a", "b", "c"]
+    other = SimpleNet(num_classes=3)
+    load_model_state(other, state, "simplenet", path)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _state(SimpleNet(num_classes=3)))
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _state(SimpleNet(num_classes=3)))
+    assert path.read_bytes() == before
+
+
+def test_missing_garbage_truncated_and_foreign_files_each_get_a_message(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    save_checkpoint(tmp_path / "full.pt", _state(SimpleNet(num_classes=3)))
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a scenelab checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+
+
+class Payload:
+    pass
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    state = _state(SimpleNet(num_classes=3)) | {"extra": Payload()}
+    torch.save(state, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refuses to load it"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_a_checkpoint_of_another_model_or_class_count_names_both(tmp_path):
+    state = _state(SimpleNet(num_classes=3))
+    with pytest.raises(CheckpointError, match="holds a 'simplenet' model, not 'vit'"):
+        load_model_state(SimpleNet(num_classes=3), state, "vit", "x.pt")
+    with pytest.raises(CheckpointError, match=r"\(simplenet, 3 classes\) does not fit .*head"):
+        load_model_state(SimpleNet(num_classes=5), state, "simplenet", "x.pt")

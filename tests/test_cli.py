@@ -1,0 +1,183 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_TRAIN
+from scenelab.checkpoint import load_checkpoint
+from scenelab.cli import main
+from scenelab.config import RunConfig
+from scenelab.tracking import read_rows
+
+SUMMARY_KEYS = {
+    "model",
+    "conv",
+    "data",
+    "image_size",
+    "epochs",
+    "params",
+    "best_val_acc1",
+    "final_val_acc1",
+    "final_val_acc5",
+    "train_seconds",
+    "images_per_second",
+    "peak_memory_mb",
+}
+
+
+def _train(tmp_path, *extra):
+    assert main(["train", *TINY_TRAIN, "--out-dir", str(tmp_path), *extra]) == 0
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    return run
+
+
+def test_train_creates_the_whole_run_folder(tmp_path, capsys):
+    run = _train(tmp_path, "--name", "tiny")
+    assert run.name.endswith("-tiny")
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= summary.keys() and summary["epochs"] == 2
+    assert summary["image_size"] == 32 and summary["params"] == 315_267
+    rows = read_rows(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {
+        "train_loss",
+        "train_acc1",
+        "train_acc5",
+        "val_loss",
+        "val_acc1",
+        "val_acc5",
+        "lr",
+        "epoch_seconds",
+        "images_per_second",
+        "peak_memory_mb",
+    } <= rows[0].keys()
+    out = capsys.readouterr().out
+    assert "epoch 1/2 1/3 loss" in out  # a log line per step (not a terminal)
+    assert f"Results: {run}" in out and "tensorboard --logdir" in out
+
+
+def test_saved_config_is_resolved_and_reloads(tmp_path):
+    run = _train(tmp_path)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = RunConfig.from_dict(saved)
+    assert cfg.data.image_size == 32 and cfg.train.name == "simplenet"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"] == cfg.to_dict()
+
+
+def test_tensorboard_gets_the_agreed_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = _train(tmp_path, "--epochs", "4")  # 12 steps: train/lr is logged every 10
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/lr", "train/acc1", "val/acc1", "val/acc5"} <= set(tags)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full = _train(tmp_path / "full")
+    part = _train(tmp_path / "part", "--stop-after", "1")
+    assert [r["epoch"] for r in read_rows(part / "metrics.jsonl")] == [1]
+    last = part / "checkpoints" / "last.pt"
+    assert main(["train", "--resume", str(last), "--workers", "0"]) == 0
+    expected, resumed = read_rows(full / "metrics.jsonl"), read_rows(part / "metrics.jsonl")
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr"):
+        assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-6, abs=1e-9), key
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(last)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_refuses_flags_that_change_the_run(tmp_path, capsys):
+    run = _train(tmp_path, "--stop-after", "1")
+    assert main(["train", "--resume", str(run / "checkpoints/last.pt"), "--lr", "0.3"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("optim:\n  lr: 1.0e-2\n  optimizer: adamw\nepochs: 1\nname: fromfile\n")
+    run = _train(tmp_path / "runs", "--config", str(recipe), "--lr", "0.02")
+    cfg = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.optim.lr == 0.02 and cfg.optim.optimizer == "adamw"
+    assert cfg.train.epochs == 2  # TINY_TRAIN's --epochs beats the file too
+    assert run.name.endswith("-fromfile")
+
+
+def test_bad_config_values_are_clear_errors(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("lr: fast\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert "config key 'lr': expected float, got 'fast'" in capsys.readouterr().err
+    recipe.write_text("learning_rate: 0.1\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert "unknown configuration keys: learning_rate" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", "miniplaces", "--out-dir", str(tmp_path)]) == 2
+    assert "--data miniplaces needs --data-root" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no half-made run folder
+
+
+def test_eval_writes_metrics_per_class_and_confusion(tmp_path, capsys):
+    run = _train(tmp_path)
+    ckpt = run / "checkpoints" / "best.pt"
+    assert main(["eval", "--checkpoint", str(ckpt), "--tta", "--workers", "0"]) == 0
+    out = run / "eval" / "best-val-tta"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 24 and metrics["tta"] is True and 0 <= metrics["acc1"] <= 100
+    assert (out / "per_class.csv").read_text().splitlines()[0] == "class,images,acc1"
+    assert len((out / "confusion.csv").read_text().splitlines()) == 4
+    assert (out / "confusion.png").stat().st_size > 1000
+    assert main(["eval", "--checkpoint", str(ckpt), "--tta", "--workers", "0"]) == 0
+    assert (run / "eval" / "best-val-tta-1").is_dir()  # never overwrites
+    assert f"Results: {out}" in capsys.readouterr().out
+
+
+def test_data_synth_writes_a_tree_that_trains(tmp_path, capsys):
+    root = tmp_path / "synth"
+    args = ["--out", str(root), "--train", "30", "--val", "9", "--size", "32", "--classes", "3"]
+    assert main(["data", "synth", *args]) == 0
+    assert (root / "masks" / "val" / "00000009.png").is_file()
+    assert len((root / "train.txt").read_text().splitlines()) == 30
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "miniplaces",
+                "--data-root",
+                str(root),
+                "--image-size",
+                "32",
+                "--epochs",
+                "1",
+                "--workers",
+                "0",
+                "--out-dir",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
+    assert "scenelab train --data miniplaces" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "scenelab", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "train" in out and "eval" in out and "data" in out

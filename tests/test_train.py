@@ -1,0 +1,137 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from scenelab.config import OptimConfig, RunConfig
+from scenelab.data.synthetic import generate
+from scenelab.models import SimpleNet
+from scenelab.tracking import RunDir
+from scenelab.train import (
+    TrainingError,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    lr_factor,
+    param_groups,
+    train_one_epoch,
+)
+
+
+def test_warmup_starts_above_zero_and_cosine_ends_at_the_floor():
+    f = [lr_factor(s, warmup_steps=4, total_steps=20, min_ratio=0.1) for s in range(20)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert f[4] == 1.0 and all(a >= b for a, b in zip(f[4:], f[5:], strict=False))
+    assert lr_factor(20, warmup_steps=4, total_steps=20, min_ratio=0.1) == pytest.approx(0.1)
+    mid = lr_factor(12, warmup_steps=4, total_steps=20)
+    assert mid == pytest.approx(0.5)
+
+
+def test_scheduler_steps_per_iteration():
+    model = nn.Linear(2, 2)
+    cfg = OptimConfig(lr=0.1, warmup_epochs=1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=5, epochs=3)
+    lrs = []
+    for _ in range(15):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.02) and lrs[4] == pytest.approx(0.1)
+    assert lrs[-1] < 0.01
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    decay, no_decay = param_groups(model, 1e-4)
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])]
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0
+    assert isinstance(build_optimizer(model, OptimConfig(optimizer="adamw")), torch.optim.AdamW)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(model, OptimConfig(optimizer="lion"))
+
+
+def _loader(n=32, size=32, classes=3, batch=16):
+    images, labels, _ = generate(n, size, num_classes=classes)
+    return DataLoader(TensorDataset(images.float() / 255, labels), batch_size=batch)
+
+
+def test_a_few_training_steps_reduce_the_loss(device):
+    model = SimpleNet(num_classes=3).to(device)
+    loader = _loader()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    before = evaluate(model, loader, device=device)["loss"]
+    for _ in range(8):
+        train_one_epoch(model, loader, opt, device=device)
+    after = evaluate(model, loader, device=device)["loss"]
+    assert after < 0.8 * before
+
+
+def test_train_one_epoch_reports_percentages_and_counts_steps(device):
+    model = SimpleNet(num_classes=3).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    metrics, step = train_one_epoch(model, _loader(), opt, device=device, step=5, clip_grad=1.0)
+    assert step == 7 and set(metrics) == {"loss", "acc1", "acc5"}
+    assert 0 <= metrics["acc1"] <= 100 and metrics["acc5"] == 100.0  # 3 classes
+
+
+class _Fixed(nn.Module):
+    """Predicts class (index of the brightest channel) regardless of position."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) * 10
+
+
+def test_evaluate_known_answer_with_confusion_and_mirror_tta():
+    x = torch.zeros(4, 3, 2, 2)
+    x[0, 0], x[1, 1], x[2, 2], x[3, 0] = 1, 1, 1, 1
+    y = torch.tensor([0, 1, 2, 1])  # the last one is wrong
+    loader = DataLoader(TensorDataset(x, y), batch_size=3)
+    cpu = torch.device("cpu")
+    plain = evaluate(_Fixed(), loader, device=cpu, num_classes=3)
+    assert plain["acc1"] == 75.0 and plain["confusion"].tolist() == [
+        [1, 0, 0],
+        [1, 1, 0],
+        [0, 0, 1],
+    ]
+    tta = evaluate(_Fixed(), loader, device=cpu, tta=True)
+    assert tta["acc1"] == 75.0 and tta["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+def test_evaluate_restores_training_mode():
+    model = SimpleNet(num_classes=3).train()
+    evaluate(model, _loader(n=4), device=torch.device("cpu"))
+    assert model.training
+
+
+class _NaN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) * self.w * math.nan
+
+
+def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_path):
+    cfg = RunConfig.from_dict({"epochs": 2, "lr": 0.5})
+    model = _NaN()
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=2)
+    run = RunDir(tmp_path)
+    with pytest.raises(TrainingError, match=r"loss became nan in epoch 1 \(step 2, lr 0\.5\)"):
+        fit(
+            cfg,
+            model,
+            _loader(),
+            _loader(),
+            device=torch.device("cpu"),
+            run=run,
+            classes=["a", "b", "c"],
+            optimizer=opt,
+            scheduler=sched,
+        )
+    assert not run.last.exists()
