@@ -6,11 +6,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_TRAIN
 from scenelab.checkpoint import load_checkpoint
 from scenelab.cli import main
 from scenelab.config import RunConfig
 from scenelab.tracking import read_rows
+
+from conftest import TINY_TRAIN
 
 SUMMARY_KEYS = {
     "model",

@@ -5,11 +5,12 @@ import torch
 from PIL import Image
 from torchvision import io
 
-from conftest import write_tiny
 from scenelab.config import DataConfig
 from scenelab.data import DatasetError, build_dataset, build_datasets
 from scenelab.data.miniplaces import MiniPlaces, category_name
 from scenelab.data.synthetic import generate
+
+from conftest import write_tiny
 
 
 def _edit(path, lineno, text):

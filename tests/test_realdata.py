@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from conftest import SAMPLE
 from scenelab.config import DataConfig
 from scenelab.data import build_datasets, build_loader
+
+from conftest import SAMPLE
 
 pytestmark = [
     pytest.mark.slow,
