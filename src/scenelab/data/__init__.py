@@ -1,0 +1,73 @@
+"""Data sources behind one entry point: synthetic scenes, MiniPlaces list files, ImageFolder.
+
+Every dataset yields float images in [0, 1] (normalisation is the model's first layer) and
+integer labels; `with_masks=True` adds object masks where the source has them.
+"""
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..config import DataConfig
+from ..runtime import seed_worker
+from .decode import DatasetError
+from .folder import image_folder
+from .miniplaces import MiniPlaces
+from .synthetic import SyntheticScenes
+from .transforms import eval_transform, train_transform
+
+__all__ = ["DatasetError", "build_dataset", "build_datasets", "build_loader"]
+
+
+def _require_root(cfg: DataConfig) -> str:
+    if not cfg.data_root:
+        raise DatasetError(f"--data {cfg.data} needs --data-root PATH (the dataset's folder)")
+    return cfg.data_root
+
+
+def build_dataset(cfg: DataConfig, split: str, *, augment: bool = False,
+                  with_masks: bool = False) -> tuple[Dataset, list[str]]:
+    """One split and its class names; `augment` picks the train preset, else the eval preset."""
+    size = cfg.resolved_image_size
+    transform = train_transform(size) if augment else eval_transform(size)
+    if cfg.data == "synthetic":
+        count = cfg.synth_train if split == "train" else cfg.synth_val
+        dataset = SyntheticScenes(count, size, num_classes=cfg.synth_classes, seed=cfg.synth_seed,
+                                  split=split, transform=transform, with_masks=with_masks)
+    elif cfg.data == "miniplaces":
+        dataset = MiniPlaces(_require_root(cfg), split, transform=transform, with_masks=with_masks)
+    elif cfg.data == "folder":
+        if with_masks:
+            raise DatasetError("folder datasets have no object masks")
+        dataset = image_folder(_require_root(cfg), split, transform)
+    else:
+        raise DatasetError(f"unknown data source {cfg.data!r}")
+    classes = list(dataset.classes)
+    if cfg.limit and split != "train" and cfg.limit < len(dataset):
+        dataset = Subset(dataset, range(cfg.limit))
+    return dataset, classes
+
+
+def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """(augmented train split, eval-transformed val split, class names)."""
+    train, classes = build_dataset(cfg, "train", augment=True)
+    val, val_classes = build_dataset(cfg, "val")
+    if val_classes != classes:
+        raise DatasetError(
+            f"train and val have different classes ({len(classes)} vs {len(val_classes)}; "
+            f"first difference: {next(iter(set(classes) ^ set(val_classes)), '?')})"
+        )
+    return train, val, classes
+
+
+def build_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, device: torch.device,
+                 generator: torch.Generator | None = None) -> DataLoader:
+    """Shuffled (train) or ordered loader; shuffling and worker seeds come from `generator`."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=train,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        worker_init_fn=seed_worker,
+    )

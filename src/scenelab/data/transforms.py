@@ -1,0 +1,68 @@
+"""Train and eval presets (torchvision transforms v2), matching the course recipe.
+
+Sizes scale with the target size S (the course used S = 128 and a resize to 144 = 1.125 S):
+- train: resize shorter side to 1.125 S, horizontal flip, rotation within +-15 degrees, random
+  resized crop to S (area 25-100%, aspect 0.8-1.2), then per-channel colour scaling within +-15%;
+- eval: resize shorter side to 1.125 S, centre crop S.
+Geometry runs on uint8 (cheaper) and the float conversion comes last; both yield float images in
+[0, 1]. Masks passed alongside an image get the same geometry and keep their dtype.
+"""
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2._utils import is_pure_tensor
+
+
+class ChannelScale(v2.Transform):
+    """Multiply each colour channel by its own factor in [1 - amount, 1 + amount], clamp to [0, 1].
+
+    Scaling commutes with the geometric transforms (their fill is 0), so it can run last, on
+    float images.
+    """
+
+    _transformed_types = (tv_tensors.Image, is_pure_tensor)
+
+    def __init__(self, amount: float = 0.15) -> None:
+        super().__init__()
+        self.amount = amount
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        factors = torch.empty(3).uniform_(1 - self.amount, 1 + self.amount)
+        return {"factors": factors}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not inpt.is_floating_point():
+            raise TypeError("ChannelScale expects float images in [0, 1]; put it after ToDtype")
+        factors = params["factors"].to(inpt.device, inpt.dtype).view(-1, 1, 1)
+        return (inpt * factors).clamp_(0, 1)
+
+
+def resize_size(size: int) -> int:
+    """The shorter side before cropping: 144 for 128, as in the course."""
+    return round(size * 144 / 128)
+
+
+def train_transform(size: int) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.Resize(resize_size(size), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(15),
+            v2.RandomResizedCrop(size, scale=(0.25, 1.0), ratio=(0.8, 1.2), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            ChannelScale(0.15),
+        ]
+    )
+
+
+def eval_transform(size: int) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.Resize(resize_size(size), antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
