@@ -24,15 +24,23 @@ def _require_root(cfg: DataConfig) -> str:
     return cfg.data_root
 
 
-def build_dataset(cfg: DataConfig, split: str, *, augment: bool = False,
-                  with_masks: bool = False) -> tuple[Dataset, list[str]]:
+def build_dataset(
+    cfg: DataConfig, split: str, *, augment: bool = False, with_masks: bool = False
+) -> tuple[Dataset, list[str]]:
     """One split and its class names; `augment` picks the train preset, else the eval preset."""
     size = cfg.resolved_image_size
     transform = train_transform(size) if augment else eval_transform(size)
     if cfg.data == "synthetic":
         count = cfg.synth_train if split == "train" else cfg.synth_val
-        dataset = SyntheticScenes(count, size, num_classes=cfg.synth_classes, seed=cfg.synth_seed,
-                                  split=split, transform=transform, with_masks=with_masks)
+        dataset = SyntheticScenes(
+            count,
+            size,
+            num_classes=cfg.synth_classes,
+            seed=cfg.synth_seed,
+            split=split,
+            transform=transform,
+            with_masks=with_masks,
+        )
     elif cfg.data == "miniplaces":
         dataset = MiniPlaces(_require_root(cfg), split, transform=transform, with_masks=with_masks)
     elif cfg.data == "folder":
@@ -59,8 +67,14 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
     return train, val, classes
 
 
-def build_loader(dataset: Dataset, cfg: DataConfig, *, train: bool, device: torch.device,
-                 generator: torch.Generator | None = None) -> DataLoader:
+def build_loader(
+    dataset: Dataset,
+    cfg: DataConfig,
+    *,
+    train: bool,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
     """Shuffled (train) or ordered loader; shuffling and worker seeds come from `generator`."""
     return DataLoader(
         dataset,

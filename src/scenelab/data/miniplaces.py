@@ -60,14 +60,17 @@ def read_categories(path: Path) -> list[str]:
         if len(fields) != 2 or not fields[1].isdigit():
             problems.append(f"{path}:{n}: expected '<category path> <index>', got {line!r}")
         elif int(fields[1]) in found:
-            problems.append(f"{path}:{n}: index {fields[1]} already used by {found[int(fields[1])]}")
+            problems.append(
+                f"{path}:{n}: index {fields[1]} already used by {found[int(fields[1])]}"
+            )
         else:
             found[int(fields[1])] = fields[0]
     _fail(f"malformed lines in {path}", problems, "Each line must read like '/a/abbey 0'.")
     if sorted(found) != list(range(len(found))) or not found:
         missing = sorted(set(range(max(found, default=-1) + 1)) - set(found))
-        raise DatasetError(f"{path}: category indices must be 0..K-1 with none missing; "
-                           f"missing {missing[:_SHOW]}")
+        raise DatasetError(
+            f"{path}: category indices must be 0..K-1 with none missing; missing {missing[:_SHOW]}"
+        )
     return [found[i] for i in range(len(found))]
 
 
@@ -88,23 +91,31 @@ def read_list(path: Path, categories: list[str], labelled: bool = True) -> list[
         if not 0 <= label < len(categories):
             problems.append(f"{where}: label {label} out of range 0..{len(categories) - 1}")
         elif folder is not None and folder != label:
-            problems.append(f"{where}: label {label} ({categories[label]}) but the path is in "
-                            f"{categories[folder]} ({folder})")
+            problems.append(
+                f"{where}: label {label} ({categories[label]}) but the path is in "
+                f"{categories[folder]} ({folder})"
+            )
         entries.append(Entry(fields[0], label, where))
-    _fail(f"bad lines in {path}", problems,
-          f"Fix these lines; labels refer to {path.parent / 'categories.txt'}.")
+    _fail(
+        f"bad lines in {path}",
+        problems,
+        f"Fix these lines; labels refer to {path.parent / 'categories.txt'}.",
+    )
     return entries
 
 
 class MiniPlaces(Dataset):
     """A split of a MiniPlaces-layout root; yields (image, label) or (image, label, mask)."""
 
-    def __init__(self, root: str | Path, split: str = "train", *, transform=None,
-                 with_masks: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "train", *, transform=None, with_masks: bool = False
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DatasetError(f"MiniPlaces root {self.root} does not exist; pass --data-root with "
-                               "the folder that holds categories.txt, train.txt, val.txt, images/")
+            raise DatasetError(
+                f"MiniPlaces root {self.root} does not exist; pass --data-root with "
+                "the folder that holds categories.txt, train.txt, val.txt, images/"
+            )
         self.categories = read_categories(self.root / "categories.txt")
         self.classes = [category_name(c) for c in self.categories]
         self.entries = read_list(self.root / f"{split}.txt", self.categories, split != "test")
@@ -122,9 +133,11 @@ class MiniPlaces(Dataset):
 
     def _check_exist(self, locate, what: str) -> None:
         missing = [e for e in self.entries if not locate(e).is_file()]
-        _fail(f"{what} listed but missing under {self.root / what}",
-              [f"{e.where}: {e.path}" for e in missing],
-              f"Check --data-root ({self.root}) and that the {what} were fully extracted.")
+        _fail(
+            f"{what} listed but missing under {self.root / what}",
+            [f"{e.where}: {e.path}" for e in missing],
+            f"Check --data-root ({self.root}) and that the {what} were fully extracted.",
+        )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -140,9 +153,12 @@ class MiniPlaces(Dataset):
         return image, entry.label, mask
 
 
-def write_miniplaces(root: str | Path, classes: list[str], split: str,
-                     samples: Iterable[tuple[torch.Tensor, int, torch.Tensor | None]]
-                     ) -> Path:
+def write_miniplaces(
+    root: str | Path,
+    classes: list[str],
+    split: str,
+    samples: Iterable[tuple[torch.Tensor, int, torch.Tensor | None]],
+) -> Path:
     """Write one split in the official layout (JPEG images, PNG masks); returns the list file.
 
     samples: (image (3, H, W) uint8, label, mask (H, W) bool or None). Writes categories.txt too.

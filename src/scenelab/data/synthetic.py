@@ -16,8 +16,16 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 CLASSES = (
-    "coast", "forest", "desert", "city", "mountain",
-    "field", "snow", "lake", "night_sky", "interior",
+    "coast",
+    "forest",
+    "desert",
+    "city",
+    "mountain",
+    "field",
+    "snow",
+    "lake",
+    "night_sky",
+    "interior",
 )
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -63,8 +71,13 @@ class _Canvas:
         bottom = grid[i + 1, j] * (1 - fx) + grid[i + 1, j + 1] * fx
         return top * (1 - fy) + bottom * fy
 
-    def paint(self, region: np.ndarray, rgb: np.ndarray, shade: np.ndarray | float = 1.0,
-              obj: bool = False) -> None:
+    def paint(
+        self,
+        region: np.ndarray,
+        rgb: np.ndarray,
+        shade: np.ndarray | float = 1.0,
+        obj: bool = False,
+    ) -> None:
         """Paint `region` with `rgb` x `shade`; object regions join the mask, others occlude it."""
         layer = np.asarray(rgb, np.float32) * np.asarray(shade, np.float32)[..., None]
         self.img = np.where(region[..., None], layer, self.img)
@@ -104,8 +117,10 @@ def _sky(c: _Canvas, horizon: float) -> None:
     sky = c.y < horizon
     c.img = np.where(sky[..., None], np.clip(gradient + clouds, 0, 1), c.img)
     if not c.night and kind != "overcast" and c.rng.random() < 0.4:  # a sun, not an object
-        c.paint(c.disc(c.u(0.05, horizon * 0.7), c.u(0.1, 0.9), c.u(0.04, 0.08)),
-                c.jitter([1.0, 0.92, 0.55], 0.05))
+        c.paint(
+            c.disc(c.u(0.05, horizon * 0.7), c.u(0.1, 0.9), c.u(0.04, 0.08)),
+            c.jitter([1.0, 0.92, 0.55], 0.05),
+        )
 
 
 def _outdoor(c: _Canvas, horizon: float, ground: np.ndarray | None = None) -> None:
@@ -135,10 +150,16 @@ def _coast(c: _Canvas) -> None:
     c.paint(water, c.jitter([0.15, 0.40, 0.65]), 1 + 0.12 * np.sin(c.y * c.size * c.u(0.8, 1.6)))
     for y in _by_depth(c, int(c.rng.integers(1, 3)), horizon + 0.08, shore - 0.04):
         cx, s = c.u(0.12, 0.88), 0.6 + y  # nearer boats are larger
-        c.paint(c.rect(y - 0.035 * s, y, cx - 0.08 * s, cx + 0.08 * s), c.jitter([0.35, 0.2, 0.1]),
-                obj=True)
-        c.paint(c.triangle(y - 0.2 * s, cx, y - 0.035 * s, 0.07 * s), c.jitter([0.95] * 3, 0.05),
-                obj=True)
+        c.paint(
+            c.rect(y - 0.035 * s, y, cx - 0.08 * s, cx + 0.08 * s),
+            c.jitter([0.35, 0.2, 0.1]),
+            obj=True,
+        )
+        c.paint(
+            c.triangle(y - 0.2 * s, cx, y - 0.035 * s, 0.07 * s),
+            c.jitter([0.95] * 3, 0.05),
+            obj=True,
+        )
 
 
 def _forest(c: _Canvas) -> None:
@@ -146,11 +167,13 @@ def _forest(c: _Canvas) -> None:
     _outdoor(c, horizon)
     for y in _by_depth(c, int(c.rng.integers(3, 8)), horizon + 0.03, 0.97):
         cx, h = c.u(0, 1), c.u(0.2, 0.35) * (0.5 + y)
-        c.paint(c.rect(y - 0.2 * h, y, cx - 0.025, cx + 0.025), c.jitter([0.35, 0.22, 0.1]),
-                obj=True)
+        c.paint(
+            c.rect(y - 0.2 * h, y, cx - 0.025, cx + 0.025), c.jitter([0.35, 0.22, 0.1]), obj=True
+        )
         crown = c.triangle(y - h, cx, y - 0.15 * h, h * c.u(0.3, 0.45))
-        c.paint(crown, c.jitter([0.1, 0.35, 0.15]) * (0.35 if c.night else 1), c.textured(0.3),
-                obj=True)
+        c.paint(
+            crown, c.jitter([0.1, 0.35, 0.15]) * (0.35 if c.night else 1), c.textured(0.3), obj=True
+        )
 
 
 def _desert(c: _Canvas) -> None:
@@ -164,9 +187,11 @@ def _desert(c: _Canvas) -> None:
         w, arm = 0.05 * (0.5 + y), c.u(0.35, 0.6)
         body = c.rect(y - h, y, cx - w / 2, cx + w / 2) | c.disc(y - h, cx, w / 2)
         left = c.rect(y - h * arm, y - h * arm + w * 0.8, cx - 2.2 * w, cx) | c.rect(
-            y - h * (arm + 0.3), y - h * arm + w * 0.8, cx - 2.2 * w, cx - 1.4 * w)
+            y - h * (arm + 0.3), y - h * arm + w * 0.8, cx - 2.2 * w, cx - 1.4 * w
+        )
         right = c.rect(y - h * 0.4, y - h * 0.4 + w * 0.8, cx, cx + 2.2 * w) | c.rect(
-            y - h * 0.7, y - h * 0.4 + w * 0.8, cx + 1.4 * w, cx + 2.2 * w)
+            y - h * 0.7, y - h * 0.4 + w * 0.8, cx + 1.4 * w, cx + 2.2 * w
+        )
         c.paint(body | left | right, c.jitter([0.2, 0.5, 0.25]), c.textured(0.2), obj=True)
 
 
@@ -222,8 +247,9 @@ def _snow(c: _Canvas) -> None:
         c.paint(ball, white, np.clip(shade, 0.6, 1), obj=True)
     head = y - 3.75 * r
     for dx in (-0.18, 0.18):
-        c.paint(c.disc(head - 0.12 * r, cx + dx * r, max(0.07 * r, 0.6 / c.size)), [0.05] * 3,
-                obj=True)
+        c.paint(
+            c.disc(head - 0.12 * r, cx + dx * r, max(0.07 * r, 0.6 / c.size)), [0.05] * 3, obj=True
+        )
     c.paint(c.rect(head, head + 0.12 * r, cx, cx + 0.6 * r), [0.95, 0.5, 0.1], obj=True)  # nose
 
 
@@ -260,7 +286,8 @@ def _interior(c: _Canvas) -> None:
     c.paint(c.rect(y0, y0 + h, x0, x0 + w), c.jitter([0.95] * 3, 0.05), obj=True)  # frame
     glass = c.rect(y0 + 0.02, y0 + h - 0.02, x0 + 0.02, x0 + w - 0.02)
     bars = c.rect(0, 1, x0 + w / 2 - 0.01, x0 + w / 2 + 0.01) | c.rect(
-        y0 + h / 2 - 0.01, y0 + h / 2 + 0.01, 0, 1)
+        y0 + h / 2 - 0.01, y0 + h / 2 + 0.01, 0, 1
+    )
     c.paint(glass & ~bars, c.jitter([0.5, 0.7, 0.95]), 1 - 0.3 * (c.y - y0), obj=True)
     top, cx, tw = c.u(floor - 0.05, floor + 0.1), c.u(0.25, 0.75), c.u(0.12, 0.25)
     wood = c.jitter([0.35, 0.2, 0.1])
@@ -270,8 +297,18 @@ def _interior(c: _Canvas) -> None:
     c.paint(table, wood, obj=True)
 
 
-_PAINTERS = (_coast, _forest, _desert, _city, _mountain, _field, _snow, _lake, _night_sky,
-             _interior)
+_PAINTERS = (
+    _coast,
+    _forest,
+    _desert,
+    _city,
+    _mountain,
+    _field,
+    _snow,
+    _lake,
+    _night_sky,
+    _interior,
+)
 
 
 def render_scene(label: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -289,8 +326,9 @@ def _check(num_classes: int, size: int) -> None:
         raise ValueError(f"synthetic scenes need an image size of at least 16 pixels, got {size}")
 
 
-def iter_scenes(num_images: int, size: int, num_classes: int = 10, seed: int = 0,
-                split: str = "train") -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
+def iter_scenes(
+    num_images: int, size: int, num_classes: int = 10, seed: int = 0, split: str = "train"
+) -> Iterator[tuple[torch.Tensor, int, torch.Tensor]]:
     """Yield (image (3, S, S) uint8, label, mask (S, S) bool) for i in range(num_images).
 
     Image i has label i % num_classes and depends only on (seed, split, i).
@@ -302,8 +340,9 @@ def iter_scenes(num_images: int, size: int, num_classes: int = 10, seed: int = 0
         yield torch.from_numpy(image).permute(2, 0, 1), label, torch.from_numpy(mask)
 
 
-def generate(num_images: int, size: int, num_classes: int = 10, seed: int = 0,
-             split: str = "train") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def generate(
+    num_images: int, size: int, num_classes: int = 10, seed: int = 0, split: str = "train"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """All of `iter_scenes` stacked: images (N, 3, S, S) uint8, labels (N,), masks (N, S, S)."""
     _check(num_classes, size)
     images = torch.empty(num_images, 3, size, size, dtype=torch.uint8)
@@ -321,8 +360,17 @@ class SyntheticScenes(Dataset):
     applied to image and mask together, so geometric augmentation keeps them aligned.
     """
 
-    def __init__(self, num_images: int, image_size: int, *, num_classes: int = 10, seed: int = 0,
-                 split: str = "train", transform=None, with_masks: bool = False) -> None:
+    def __init__(
+        self,
+        num_images: int,
+        image_size: int,
+        *,
+        num_classes: int = 10,
+        seed: int = 0,
+        split: str = "train",
+        transform=None,
+        with_masks: bool = False,
+    ) -> None:
         self.images, self.labels, self.masks = generate(
             num_images, image_size, num_classes, seed, split
         )
