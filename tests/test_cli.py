@@ -182,3 +182,24 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "scenelab", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "train" in out and "eval" in out and "data" in out
+
+
+def test_train_with_the_unfold_conv_matches_native_and_says_so(tmp_path):
+    native = _train(tmp_path / "native")
+    unfold = _train(tmp_path / "unfold", "--conv", "unfold")
+    summary = json.loads((unfold / "summary.json").read_text())
+    assert summary["conv"] == "unfold" and summary["peak_memory_mb"] > 0
+    assert summary["seconds_per_epoch"] > 0
+    a, b = read_rows(native / "metrics.jsonl"), read_rows(unfold / "metrics.jsonl")
+    for key in ("train_loss", "val_loss"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=1e-4)
+
+
+def test_bench_conv_prints_times_ratios_and_layers(capsys):
+    flags = ["--batch-size", "2", "--image-size", "32", "--num-classes", "5", "--steps", "1"]
+    flags += ["--warmup", "0", "--memory-repeats", "0", "--layer-repeats", "1"]
+    assert main(["bench", "conv", *flags]) == 0
+    out = capsys.readouterr().out
+    for label in ("nn.Conv2d, oneDNN off", "UnfoldConv2d, channels_last", "features.14"):
+        assert label in out
+    assert "UnfoldConv2d / nn.Conv2d: time" in out and "ms/step" in out

@@ -26,6 +26,15 @@ def test_every_parameter_receives_a_gradient(name):
     assert not missing
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_unfold_conv_gives_the_native_model_output(name):
+    native = build_model(ModelConfig(model=name), num_classes=5).double()
+    unfold = build_model(ModelConfig(model=name, conv="unfold"), num_classes=5).double()
+    unfold.load_state_dict(native.state_dict())
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(unfold(x), native(x))
+
+
 def test_conv_layer_is_injected_everywhere():
     class MarkedConv(nn.Conv2d):
         pass

@@ -11,11 +11,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import torch
 import yaml
 
-from . import runtime
+from . import bench, runtime
 from .checkpoint import CheckpointError, load_checkpoint, load_model_state
-from .config import SECTIONS, DataConfig, RunConfig
+from .config import SECTIONS, ConvBenchConfig, DataConfig, RunConfig
 from .data import DatasetError, build_dataset, build_datasets, build_loader
 from .data.miniplaces import write_miniplaces
 from .data.synthetic import CLASSES, iter_scenes
@@ -224,6 +225,33 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_conv(args: argparse.Namespace) -> int:
+    cfg = ConvBenchConfig(**_given(args, ConvBenchConfig))
+    device = runtime.pick_device(cfg.device)
+    runtime.setup(device)
+    print(
+        f"Benchmark: {cfg.model} training steps, batch {cfg.batch_size}, {cfg.image_size} px, "
+        f"{cfg.num_classes} classes, on {device} ({torch.get_num_threads()} threads), "
+        f"torch {torch.__version__}\n  time: median of {cfg.steps} steps after {cfg.warmup} "
+        f"warm-up; memory: peak above the post-import level, median of {cfg.memory_repeats} "
+        "fresh processes",
+        flush=True,
+    )
+    results: dict[str, tuple[float, float]] = {}
+    for variant in bench.VARIANTS:
+        if not variant.onednn and device.type != "cpu":
+            continue  # oneDNN is nn.Conv2d's CPU backend
+        ms = bench.step_time(cfg, variant, device) * 1e3
+        mb = bench.peak_memory(cfg, variant, device) if cfg.memory_repeats else float("nan")
+        results[variant.label] = (ms, mb)
+        print(f"  {variant.label}: {ms:.1f} ms/step, peak {mb:.0f} MiB", flush=True)
+    print("\n" + bench.step_table(results, cfg.batch_size))
+    if cfg.layer_repeats:
+        print(f"\nPer layer (ms, median of {cfg.layer_repeats}; input batch {cfg.batch_size}):")
+        print(bench.layer_table(list(bench.layer_times(cfg, device))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="number of classes, at most 10")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.set_defaults(func=cmd_data_synth)
+
+    benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
+    benches = benches.add_subparsers(dest="bench", required=True)
+    p = benches.add_parser("conv", help="nn.Conv2d vs the hand-written UnfoldConv2d")
+    add_config_flags(p, ConvBenchConfig)
+    p.set_defaults(func=cmd_bench_conv)
     return parser
 
 

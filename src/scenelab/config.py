@@ -65,6 +65,20 @@ class TrainConfig:
     log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConvBenchConfig:
+    model: str = _opt("simplenet", "CNN of the registry to train")
+    batch_size: int = _opt(64, "images per training step")
+    image_size: int = _opt(128, "input resolution in pixels")
+    num_classes: int = _opt(100, "classes of the model's head")
+    steps: int = _opt(10, "timed training steps per variant (the median is reported)")
+    warmup: int = _opt(2, "untimed steps first (allocator, oneDNN primitive caches)")
+    memory_steps: int = _opt(3, "training steps in each memory probe")
+    memory_repeats: int = _opt(3, "fresh processes per variant for peak memory (0: skip)")
+    layer_repeats: int = _opt(5, "forward+backward repeats per conv layer (0: skip layers)")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,

@@ -4,9 +4,11 @@ The CLI calls `pick_device` once and passes the device down; everything else fol
 """
 
 import random
+import re
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,14 +81,24 @@ class Timer:
 
 
 def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak on CUDA; on CPU the peak is the process's max RSS and cannot be reset."""
+    """Start a new peak: the CUDA allocator's, or on Linux the process's resident high-water mark
+    (elsewhere the CPU peak is the process's max RSS and cannot be reset)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset VmHWM (Linux >= 4.0)
+    except OSError:
+        pass
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA allocator peak since the last reset, or the process's max RSS on CPU/MPS (MiB)."""
+    """Peak since the last reset (MiB): CUDA allocator peak, else the process's resident peak."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB else
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 2**10
+    except (OSError, AttributeError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS

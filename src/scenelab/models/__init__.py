@@ -5,6 +5,7 @@ from collections.abc import Callable
 from torch import nn
 
 from ..config import ModelConfig
+from ..ops import UnfoldConv2d
 from .layers import Normalize
 from .simplenet import SimpleNet
 
@@ -14,6 +15,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 CONV_LAYERS: dict[str, type[nn.Conv2d]] = {
     "native": nn.Conv2d,
+    "unfold": UnfoldConv2d,  # the hand-written unfold/matmul/fold convolution (ops.py)
 }
 
 __all__ = ["CONV_LAYERS", "MODELS", "Normalize", "SimpleNet", "build_model", "count_parameters"]

@@ -1,0 +1,217 @@
+"""Benchmarks that compare implementations in one run: times, peak memory and their ratios.
+
+`scenelab bench conv` trains a CNN with nn.Conv2d and with the hand-written UnfoldConv2d on
+random batches in the same process (time per step), measures each variant's peak memory in fresh
+processes (so one variant's allocations cannot hide another's), and times every conv layer's
+forward and backward on its own. Ratios are against the default nn.Conv2d measured in the same
+run, never against numbers from another machine.
+"""
+
+import statistics
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import runtime
+from .config import ConvBenchConfig, ModelConfig, OptimConfig
+from .models import CONV_LAYERS, build_model
+from .train import build_optimizer
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    conv: str  # CONV_LAYERS key
+    channels_last: bool = False
+    onednn: bool = True  # False: nn.Conv2d's own im2col path instead of oneDNN (CPU only)
+
+
+VARIANTS = (
+    Variant("nn.Conv2d", "native"),
+    Variant("nn.Conv2d, oneDNN off", "native", onednn=False),
+    Variant("UnfoldConv2d", "unfold"),
+    Variant("nn.Conv2d, channels_last", "native", channels_last=True),
+    Variant("UnfoldConv2d, channels_last", "unfold", channels_last=True),
+)
+
+
+@contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    """torch.backends.mkldnn.flags without its warning about TF32 on Intel GPUs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            yield
+
+
+def _setup(cfg: ConvBenchConfig, variant: Variant, device: torch.device):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model=cfg.model, conv=variant.conv), cfg.num_classes)
+    size = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+    x = torch.rand(size, device=device)
+    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model = model.to(device).train()
+    return model, build_optimizer(model, OptimConfig()), x, y
+
+
+def _train_steps(cfg: ConvBenchConfig, variant: Variant, device: torch.device, steps: int):
+    """Yields the seconds of each training step (forward, backward, SGD update)."""
+    model, optimizer, x, y = _setup(cfg, variant, device)
+    with onednn(variant.onednn):
+        for _ in range(steps):
+            with runtime.Timer(device) as timer:
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            yield timer.seconds
+
+
+def step_time(cfg: ConvBenchConfig, variant: Variant, device: torch.device) -> float:
+    """Median seconds per training step after `cfg.warmup` untimed steps."""
+    times = list(_train_steps(cfg, variant, device, cfg.warmup + cfg.steps))[cfg.warmup :]
+    return statistics.median(times)
+
+
+def _memory_probe(cfg: dict, variant: Variant, device: str) -> float:
+    """In a fresh process: peak memory (MiB) of a few training steps above the post-import level."""
+    dev = torch.device(device)
+    runtime.reset_peak_memory(dev)
+    baseline = runtime.peak_memory_mb(dev)
+    bench = ConvBenchConfig(**cfg)
+    for _ in _train_steps(bench, variant, dev, bench.memory_steps):
+        pass
+    return runtime.peak_memory_mb(dev) - baseline
+
+
+def peak_memory(cfg: ConvBenchConfig, variant: Variant, device: torch.device) -> float:
+    """Median over `cfg.memory_repeats` fresh processes of the training peak memory (MiB)."""
+    peaks = []
+    for _ in range(cfg.memory_repeats):
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            peaks.append(pool.submit(_memory_probe, asdict(cfg), variant, str(device)).result())
+    return statistics.median(peaks)
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    name: str
+    shape: str  # "C->O kxk/s HxW"
+    native_ms: tuple[float, float]  # (forward, backward)
+    unfold_ms: tuple[float, float]
+
+
+def conv_inputs(cfg: ConvBenchConfig) -> list[tuple[str, nn.Conv2d, torch.Size]]:
+    """Every conv of the model with the input shape it sees at the benchmark's batch and size."""
+    model = build_model(ModelConfig(model=cfg.model), cfg.num_classes)
+    found: list[tuple[str, nn.Conv2d, torch.Size]] = []
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda m, args, name=name: found.append((name, m, args[0].shape))
+        )
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    with torch.no_grad():
+        model(torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size))
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
+def _fwd_bwd(conv: nn.Module, x: torch.Tensor, device: torch.device, repeats: int):
+    fwd, bwd = [], []
+    for _ in range(repeats + 1):  # the first round warms up
+        with runtime.Timer(device) as t_fwd:
+            out = conv(x)
+        grad = torch.ones_like(out)
+        with runtime.Timer(device) as t_bwd:
+            out.backward(grad)
+        fwd.append(t_fwd.seconds * 1e3)
+        bwd.append(t_bwd.seconds * 1e3)
+    return statistics.median(fwd[1:]), statistics.median(bwd[1:])
+
+
+def layer_times(cfg: ConvBenchConfig, device: torch.device) -> Iterator[LayerTiming]:
+    """Forward and backward ms of each conv layer, nn.Conv2d vs UnfoldConv2d, same weights."""
+    for i, (name, conv, shape) in enumerate(conv_inputs(cfg)):
+        conv = conv.to(device)
+        unfold = CONV_LAYERS["unfold"](
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        ).to(device)
+        unfold.load_state_dict(conv.state_dict())
+        x = torch.randn(shape, device=device, requires_grad=i > 0)  # the image needs no grad
+        k, s = conv.kernel_size, conv.stride
+        yield LayerTiming(
+            name=name,
+            shape=f"{conv.in_channels}->{conv.out_channels} {k[0]}x{k[1]}/{s[0]} "
+            f"{shape[2]}x{shape[3]}",
+            native_ms=_fwd_bwd(conv, x, device, cfg.layer_repeats),
+            unfold_ms=_fwd_bwd(unfold, x, device, cfg.layer_repeats),
+        )
+
+
+def step_table(results: dict[str, tuple[float, float]], batch_size: int) -> str:
+    """Training-step table from {label: (ms per step, peak MiB)}, with ratios to the first row
+    (the default nn.Conv2d) and, for UnfoldConv2d, to nn.Conv2d with oneDNN off."""
+    base_ms, base_mb = results[VARIANTS[0].label]
+    rows = [
+        [label, f"{ms:.1f}", f"{batch_size / ms * 1e3:.1f}", f"{mb:.0f}",
+         _ratio(ms, base_ms), _ratio(mb, base_mb)]
+        for label, (ms, mb) in results.items()
+    ]  # fmt: skip
+    table = format_table(["variant", "ms/step", "img/s", "peak MiB", "time", "memory"], rows)
+    lines = [table, "", "time and memory relative to nn.Conv2d (default settings)"]
+    pairs = [(v.label, v.label.replace("UnfoldConv2d", "nn.Conv2d")) for v in VARIANTS[2:]]
+    pairs.append((VARIANTS[2].label, VARIANTS[1].label))
+    for ours, ref in pairs:
+        if ours.startswith("UnfoldConv2d") and ours in results and ref in results:
+            (ms, mb), (ref_ms, ref_mb) = results[ours], results[ref]
+            lines.append(f"{ours} / {ref}: time {_ratio(ms, ref_ms)}, memory {_ratio(mb, ref_mb)}")
+    return "\n".join(lines)
+
+
+def layer_table(timings: list[LayerTiming]) -> str:
+    """Per-layer forward/backward milliseconds and the UnfoldConv2d / nn.Conv2d ratio."""
+    rows = []
+    for t in timings:
+        (nf, nb), (uf, ub) = t.native_ms, t.unfold_ms
+        rows.append([t.name, t.shape, f"{nf:.2f}", f"{nb:.2f}", f"{uf:.2f}", f"{ub:.2f}",
+                     _ratio(uf + ub, nf + nb)])  # fmt: skip
+    header = ["layer", "shape", "native fwd", "bwd", "unfold fwd", "bwd", "unfold/native"]
+    return format_table(header, rows)
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference > 0 else "n/a"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
