@@ -22,6 +22,8 @@ A pointwise (1x1, stride 1, no padding) convolution skips the unfold: it is a pl
 multiply over the channels-last input.
 """
 
+import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +33,9 @@ from torch.nn.modules.utils import _pair
 
 # Bytes of unfolded input per chunk: small enough to stay in a CPU core's cache, large enough
 # for an efficient GEMM. On CUDA a chunk only bounds memory, so it is much larger.
-_CHUNK_BYTES = {"cpu": 8 << 20, "cuda": 256 << 20}
+_CHUNK_BYTES = {"cpu": 8 << 20, "cuda": 64 << 20}
 _DEFAULT_CHUNK_BYTES = 64 << 20
+_workspace = threading.local()  # per-thread scratch buffers, see `_scratch`
 
 IntPair = int | tuple[int, int]
 
@@ -160,6 +163,23 @@ def _chunk_images(geom: ConvGeometry, x: Tensor) -> int:
     return max(1, min(geom.batch, budget // max(row_bytes, 1)))
 
 
+def _scratch(like: Tensor, shape: tuple[int, ...], slot: str) -> Tensor:
+    """A scratch buffer of `shape` that is reused by every call in this thread.
+
+    The chunk buffers are the same few sizes on every call; allocating them afresh each time
+    fragments the CPU heap (resident memory grows step after step), so each slot keeps one flat
+    tensor per device and dtype and grows it when a larger one is needed. Contents are
+    undefined: callers initialise what they read.
+    """
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    key = (slot, like.device, like.dtype)
+    size = math.prod(shape)
+    if key not in buffers or buffers[key].numel() < size:
+        buffers.pop(key, None)  # free the old one before allocating its successor
+        buffers[key] = like.new_empty(size)
+    return buffers[key][:size].view(shape)
+
+
 def _memory_format(x: Tensor) -> torch.memory_format:
     """The layout nn.Conv2d gives its output: channels-last for channels-last inputs."""
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
@@ -182,11 +202,12 @@ class _Unfolder:
         kh, kw = geom.kernel
         g = geom.groups
         self.padded = None
-        if any(geom.pad):  # zeroed once: only the interior is ever written
-            self.padded = x.new_zeros(chunk, hp, wp, geom.channels)
+        if any(geom.pad):  # zeroed once per call: only the interior is ever written
+            self.padded = _scratch(x, (chunk, hp, wp, geom.channels), "padded").zero_()
         self.cols = None
         if not self.view_only:
-            self.cols = x.new_empty(chunk, *geom.out_size, g, kh, kw, geom.channels // g)
+            shape = (chunk, *geom.out_size, g, kh, kw, geom.channels // g)
+            self.cols = _scratch(x, shape, "cols")
 
     def __call__(self, start: int, stop: int) -> Tensor:
         geom, n = self.geom, stop - start
@@ -251,7 +272,7 @@ def conv2d_unfold_forward(
         memory_format=_memory_format(x),
     )
     direct = out.is_contiguous(memory_format=torch.channels_last)
-    buffer = None if direct else x.new_empty(chunk * geom.positions, g, og)
+    buffer = None if direct else _scratch(x, (chunk * geom.positions, g, og), "rows")
     b = bias.view(g, 1, og) if bias is not None else None
     for start in range(0, geom.batch, chunk):
         stop = min(start + chunk, geom.batch)
@@ -293,7 +314,8 @@ def conv2d_unfold_backward(
     fold = _Folder(grad_x, geom, chunk) if need_x else None
     w = _grouped_weight(weight, geom)  # (G, O/G, kh*kw*C/G)
     g_direct = grad_out.is_contiguous(memory_format=torch.channels_last)
-    g_buffer = None if g_direct else grad_out.new_empty(chunk, *geom.out_size, geom.out_channels)
+    g_shape = (chunk, *geom.out_size, geom.out_channels)
+    g_buffer = None if g_direct else _scratch(grad_out, g_shape, "rows")
     for start in range(0, geom.batch, chunk):
         stop = min(start + chunk, geom.batch)
         n = (stop - start) * geom.positions
@@ -329,10 +351,11 @@ class _Folder:
         kh, kw = geom.kernel
         g = geom.groups
         cg = geom.channels // g
-        self.cols = None if self.direct else grad_x.new_empty(chunk, *geom.out_size, g, kh, kw, cg)
+        shape = (chunk, *geom.out_size, g, kh, kw, cg)
+        self.cols = None if self.direct else _scratch(grad_x, shape, "cols")  # after unfold's use
         self.padded = None
         if not geom.pointwise:
-            self.padded = grad_x.new_empty(chunk, *geom.padded_size, geom.channels)
+            self.padded = _scratch(grad_x, (chunk, *geom.padded_size, geom.channels), "fold")
 
     def __call__(self, start: int, stop: int, grad_rows: Tensor, w: Tensor) -> None:
         geom, n = self.geom, stop - start
