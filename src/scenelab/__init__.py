@@ -7,6 +7,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data import build_dataset, build_datasets, build_loader
 from .models import MODELS, build_model
+from .ops import UnfoldConv2d, conv2d_unfold
 from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_epoch
 
 __all__ = [
@@ -16,12 +17,14 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "UnfoldConv2d",
     "build_dataset",
     "build_datasets",
     "build_loader",
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "conv2d_unfold",
     "evaluate",
     "fit",
     "load_checkpoint",

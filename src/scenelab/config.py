@@ -73,7 +73,7 @@ class ConvBenchConfig:
     num_classes: int = _opt(100, "classes of the model's head")
     steps: int = _opt(10, "timed training steps per variant (the median is reported)")
     warmup: int = _opt(2, "untimed steps first (allocator, oneDNN primitive caches)")
-    memory_steps: int = _opt(3, "training steps in each memory probe")
+    memory_steps: int = _opt(10, "training steps in each memory probe (the heap settles)")
     memory_repeats: int = _opt(3, "fresh processes per variant for peak memory (0: skip)")
     layer_repeats: int = _opt(5, "forward+backward repeats per conv layer (0: skip layers)")
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")

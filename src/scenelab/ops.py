@@ -157,8 +157,10 @@ def _resolve_padding(
 
 
 def _chunk_images(geom: ConvGeometry, x: Tensor) -> int:
-    """Images per chunk so that one chunk's unfolded input fits the device's byte budget."""
-    row_bytes = geom.positions * geom.group_width * geom.groups * x.element_size()
+    """Images per chunk so that one chunk's largest buffer (the unfolded input, or the output
+    rows of a widening 1x1 conv) fits the device's byte budget."""
+    width = max(geom.group_width * geom.groups, geom.out_channels)
+    row_bytes = geom.positions * width * x.element_size()
     budget = _CHUNK_BYTES.get(x.device.type, _DEFAULT_CHUNK_BYTES)
     return max(1, min(geom.batch, budget // max(row_bytes, 1)))
 
