@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
-# Bytes of unfolded input per chunk: small enough to stay in a CPU core's cache, large enough
-# for an efficient GEMM. On CUDA a chunk only bounds memory, so it is much larger.
+# Bytes of a chunk's largest buffer (usually the unfolded input): small enough to stay in a CPU
+# core's cache, large enough for an efficient GEMM. On CUDA a chunk only bounds memory.
 _CHUNK_BYTES = {"cpu": 8 << 20, "cuda": 64 << 20}
 _DEFAULT_CHUNK_BYTES = 64 << 20
 _workspace = threading.local()  # per-thread scratch buffers, see `_scratch`
