@@ -68,6 +68,11 @@ class ConvGeometry:
     def group_width(self) -> int:  # kh*kw*C/G, one group's row length in cols
         return self.kernel[0] * self.kernel[1] * self.channels // self.groups
 
+    def interior(self, padded: Tensor) -> Tensor:
+        """(n, Hp, Wp, C) padded rows -> the (n, H, W, C) view of the unpadded input."""
+        top, _, left, _ = self.pad
+        return padded[:, top : top + self.size[0], left : left + self.size[1]]
+
     @property
     def pointwise(self) -> bool:  # 1x1, stride 1, no padding: cols is the input itself
         return self.kernel == (1, 1) and self.stride == (1, 1) and not any(self.pad)
@@ -217,9 +222,8 @@ class _Unfolder:
         if self.view_only:
             return rows.reshape(n * geom.positions, geom.groups, geom.group_width)
         if self.padded is not None:
-            top, _, left, _ = geom.pad
             padded = self.padded[:n]
-            padded[:, top : top + geom.size[0], left : left + geom.size[1]] = rows
+            geom.interior(padded).copy_(rows)
             rows = padded  # (n, Hp, Wp, C)
         (sh, sw), (dh, dw) = geom.stride, geom.dilation
         g, cg = geom.groups, geom.channels // geom.groups
@@ -383,9 +387,7 @@ class _Folder:
                 rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
                 columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
                 taps[:, rows, columns] += cols[:, :, :, :, i, j]
-        top, _, left, _ = geom.pad
-        interior = padded[:, top : top + geom.size[0], left : left + geom.size[1]]
-        dest.copy_(interior)
+        dest.copy_(geom.interior(padded))
 
 
 class Conv2dUnfoldFn(torch.autograd.Function):
