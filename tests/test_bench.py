@@ -1,6 +1,6 @@
 import torch
 
-from scenelab import bench
+from scenelab.bench import conv as bench
 from scenelab.config import ConvBenchConfig
 
 TINY = ConvBenchConfig(

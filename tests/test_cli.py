@@ -203,3 +203,73 @@ def test_bench_conv_prints_times_ratios_and_layers(capsys):
     for label in ("nn.Conv2d, oneDNN off", "UnfoldConv2d, channels_last", "features.14"):
         assert label in out
     assert "UnfoldConv2d / nn.Conv2d: time" in out and "ms/step" in out
+
+
+def test_vit_trains_with_the_course_recipe_and_evaluates(tmp_path):
+    run = _train(tmp_path, "--model", "vit", "--embed-dim", "32", "--window-block-indexes", "1")
+    cfg = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert (cfg.optim.optimizer, cfg.optim.lr, cfg.optim.weight_decay) == ("adamw", 0.01, 0.05)
+    assert cfg.optim.clip_grad == 1.0
+    assert cfg.model.embed_dim == 32 and cfg.model.depth == 4  # the model's defaults, resolved
+    assert cfg.model.window_block_indexes == (1,)
+    ckpt = run / "checkpoints" / "best.pt"
+    # Evaluating at another size: the model is built as trained, its position table resized.
+    assert main(["eval", "--checkpoint", str(ckpt), "--workers", "0", "--image-size", "48"]) == 0
+
+
+def test_flags_and_files_override_the_model_recipe(tmp_path):
+    run = _train(tmp_path / "a", "--model", "vit", "--embed-dim", "16", "--lr", "0.001")
+    cfg = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.optim.lr == 0.001 and cfg.optim.optimizer == "adamw"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: vit\nembed_dim: 16\noptimizer: sgd\nhead_norm: false\n")
+    run = _train(tmp_path / "b", "--config", str(recipe))
+    cfg = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.optim.optimizer == "sgd" and cfg.optim.lr == 0.01 and not cfg.model.head_norm
+
+
+def test_settings_for_another_model_are_refused_before_any_work(tmp_path, capsys):
+    assert main(["train", "--depth", "6", "--out-dir", str(tmp_path)]) == 2
+    assert "--depth does not apply to simplenet; it applies to: vit, msvit" in (
+        capsys.readouterr().err
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_resnet18_fine_tunes_from_a_local_weights_file(tmp_path, capsys):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    flags = ["--model", "resnet18", "--weights", str(tmp_path / "r18.pth"), "--epochs", "1"]
+    run = _train(tmp_path / "runs", *flags, "--freeze-backbone")
+    assert f"Loading {tmp_path / 'r18.pth'}" in capsys.readouterr().out
+    cfg = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    assert cfg.optim.backbone_lr_scale == 0.1 and cfg.optim.lr == 0.01
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["model"]["head.weight"].shape == (3, 512)
+    assert main(["eval", "--checkpoint", str(run / "checkpoints/last.pt"), "--workers", "0"]) == 0
+
+
+def test_models_lists_the_registry_with_parameters_and_flops(capsys):
+    assert main(["models", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "simplenet     365,028",
+        "vit         1,949,860",
+        "resnet_bn",
+        "msvit",
+        "resnet18",
+    ):
+        assert line in out
+    assert "adamw lr 0.01 clip 1" in out and "tv:NAME" in out
+
+
+def test_bench_models_prints_a_table_and_writes_csv(tmp_path, capsys):
+    flags = ["--models", "simplenet,vit", "--sizes", "32,48", "--batch-size", "2", "--steps", "1"]
+    flags += ["--warmup", "0", "--memory-repeats", "0", "--out-dir", str(tmp_path)]
+    assert main(["bench", "models", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "vs simplenet" in out and "1.00x" in out
+    (csv_file,) = (tmp_path / "bench").glob("models-*.csv")
+    rows = csv_file.read_text().splitlines()
+    assert rows[0].startswith("model,image_size,params,gflops,ms_per_step") and len(rows) == 5

@@ -2,48 +2,85 @@ import pytest
 import torch
 from torch import nn
 
-from scenelab.config import ModelConfig
-from scenelab.models import MODELS, Normalize, SimpleNet, build_model, count_parameters
+from scenelab.checkpoint import CheckpointError, load_model_state
+from scenelab.config import ModelConfig, OptimConfig
+from scenelab.models import (
+    MODELS,
+    Normalize,
+    SimpleNet,
+    VisionTransformer,
+    build_model,
+    count_flops,
+    count_parameters,
+    optim_defaults,
+    resolve_model_config,
+)
+from scenelab.train import param_groups
+
+CNNS = ["simplenet", "resnet_bn"]  # the models built with conv_layer=
 
 
-def test_simplenet_has_the_course_parameter_count():
+def test_course_parameter_counts():
     assert count_parameters(SimpleNet(num_classes=100)) == 365_028
+    assert count_parameters(build_model(ModelConfig(model="vit"), 100)) == 1_959_076  # ~1.96M
+    assert 1e6 < count_parameters(build_model(ModelConfig(model="resnet_bn"), 100)) < 2e6
 
 
-@pytest.mark.parametrize("size", [64, 128])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_registry_models_classify_64_and_128_pixel_images(name, size):
-    model = build_model(ModelConfig(model=name), num_classes=7)
-    out = model(torch.rand(2, 3, size, size))
-    assert out.shape == (2, 7) and torch.isfinite(out).all()
+def test_registry_models_classify_64_and_128_pixel_images(name):
+    model = build_model(ModelConfig(model=name), num_classes=7, image_size=128)
+    for size in (64, 128):
+        out = model(torch.rand(2, 3, size, size))
+        assert out.shape == (2, 7) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_parameter_receives_a_gradient(name):
-    model = build_model(ModelConfig(model=name), num_classes=5)
+    model = build_model(ModelConfig(model=name), num_classes=5, image_size=64).eval()
     model(torch.rand(2, 3, 64, 64)).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_state_dict_round_trip_gives_the_same_model(name):
+    a = build_model(ModelConfig(model=name), num_classes=5, image_size=64).eval()
+    torch.manual_seed(1)
+    b = build_model(ModelConfig(model=name), num_classes=5, image_size=64).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", CNNS)
 def test_unfold_conv_gives_the_native_model_output(name):
-    native = build_model(ModelConfig(model=name), num_classes=5).double()
-    unfold = build_model(ModelConfig(model=name, conv="unfold"), num_classes=5).double()
+    native = build_model(ModelConfig(model=name), num_classes=5).double().eval()
+    unfold = build_model(ModelConfig(model=name, conv="unfold"), num_classes=5).double().eval()
     unfold.load_state_dict(native.state_dict())
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     torch.testing.assert_close(unfold(x), native(x))
 
 
-def test_conv_layer_is_injected_everywhere():
+@pytest.mark.parametrize("name", CNNS)
+def test_conv_layer_is_injected_everywhere(name):
     class MarkedConv(nn.Conv2d):
         pass
 
-    model = SimpleNet(num_classes=3, conv_layer=MarkedConv)
+    model = MODELS[name](num_classes=3, conv_layer=MarkedConv)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 7 and all(isinstance(m, MarkedConv) for m in convs)
+    assert convs and all(isinstance(m, MarkedConv) for m in convs)
     # Same parameters and state-dict keys as the default: weights load across.
-    SimpleNet(num_classes=3).load_state_dict(model.state_dict())
+    MODELS[name](num_classes=3).load_state_dict(model.state_dict())
+
+
+def test_resnet_bn_has_batchnorm_after_every_conv_and_configurable_stages():
+    model = build_model(ModelConfig(model="resnet_bn", stage_widths=(32,), stage_blocks=(2,)), 4)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(convs) == len(norms) == 1 + 3 * 2 + 1 + 3 + 1  # stem, stage, shortcuts, final
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+    with pytest.raises(ValueError, match="one width and one block count per stage"):
+        build_model(ModelConfig(model="resnet_bn", stage_widths=(32, 64), stage_blocks=(2,)), 4)
 
 
 def test_normalize_is_the_first_layer_with_persistent_statistics():
@@ -57,7 +94,79 @@ def test_normalize_is_the_first_layer_with_persistent_statistics():
 
 
 def test_unknown_model_or_conv_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown model 'nope'; choose from simplenet"):
+    with pytest.raises(ValueError, match="unknown model 'nope'; choose from simplenet, vit"):
         build_model(ModelConfig(model="nope"), 3)
     with pytest.raises(ValueError, match="unknown conv 'nope'"):
         build_model(ModelConfig(conv="nope"), 3)
+
+
+def test_settings_that_do_not_apply_to_a_model_are_refused():
+    with pytest.raises(ValueError, match="--depth does not apply to simplenet; .*: vit, msvit"):
+        build_model(ModelConfig(depth=6), 3)
+    with pytest.raises(ValueError, match="--conv does not apply to vit; .*: simplenet, resnet_bn"):
+        build_model(ModelConfig(model="vit", conv="unfold"), 3)
+    with pytest.raises(ValueError, match="--pretrained/--weights/--freeze-backbone does not"):
+        build_model(ModelConfig(model="vit", pretrained=True), 3)
+
+
+def test_resolved_config_names_the_model_defaults():
+    cfg = resolve_model_config(ModelConfig(model="vit", depth=6))
+    assert cfg.depth == 6 and cfg.embed_dim == 192 and cfg.window_block_indexes == (1, 3)
+    assert cfg.stage_widths is None  # resnet_bn's, not the ViT's
+    assert resolve_model_config(ModelConfig()) == ModelConfig()
+
+
+def test_checkpoint_of_another_model_is_a_clear_error_naming_both():
+    vit = build_model(ModelConfig(model="vit"), 3, 64)
+    state = {"model": vit.state_dict(), "model_name": "vit", "classes": ["a", "b", "c"]}
+    with pytest.raises(CheckpointError, match="ck.pt holds a 'vit' model, not 'simplenet'"):
+        load_model_state(SimpleNet(3), state, "simplenet", "ck.pt")
+    deeper = build_model(ModelConfig(model="vit", depth=5), 3, 64)
+    with pytest.raises(CheckpointError, match=r"ck.pt \(vit, 3 classes\) does not fit this vit"):
+        load_model_state(deeper, state, "vit", "ck.pt")
+
+
+def test_vits_default_to_the_course_recipe_and_cnns_to_sgd():
+    assert optim_defaults(ModelConfig(model="vit")) == {
+        "optimizer": "adamw",
+        "lr": 0.01,
+        "weight_decay": 0.05,
+        "clip_grad": 1.0,
+    }
+    assert optim_defaults(ModelConfig(model="msvit"))["optimizer"] == "adamw"
+    assert optim_defaults(ModelConfig(model="resnet_bn")) == {}
+    assert optim_defaults(ModelConfig(model="resnet18", pretrained=True))["backbone_lr_scale"] < 1
+
+
+def test_position_embeddings_norms_and_biases_get_no_weight_decay():
+    model = build_model(ModelConfig(model="msvit"), 3, 64)
+    groups = param_groups(model, OptimConfig(weight_decay=0.05))
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in no_decay}
+    assert {f"branches.{i}.pos_embed" for i in range(3)} <= names
+    assert all(n.endswith(("bias", "pos_embed")) or ".norm" in n for n in names)
+    decayed = {n for n, _ in model.named_parameters()} - names
+    assert "head.weight" in decayed and "branches.0.blocks.0.attn.qkv.weight" in decayed
+
+
+def test_backbone_lr_scale_applies_to_all_but_the_head():
+    model = SimpleNet(3)
+    groups = param_groups(model, OptimConfig(lr=0.1, backbone_lr_scale=0.1))
+    head = {id(p) for p in model.head.parameters()}
+    for g in groups:
+        in_head = {id(p) in head for p in g["params"]}
+        assert len(in_head) == 1
+        assert g["lr"] == pytest.approx(0.1 if in_head == {True} else 0.01)
+    assert groups[0]["lr"] == 0.1  # the head first: train/lr logs the peak lr's schedule
+
+
+def test_flop_count_matches_the_formula():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1))
+    assert count_flops(conv, 16) == 2 * (3 * 9) * 8 * 16 * 16
+    # A global-attention ViT: patch embedding, per block qkv + q k^T + attn v + proj + MLP, head.
+    D, N, P, C = 32, 4 * 4, 8, 10
+    vit = VisionTransformer(C, img_size=32, patch_size=P, embed_dim=D, depth=2, num_heads=2,
+                            window_block_indexes=())  # fmt: skip
+    block = 2 * N * D * 3 * D + 2 * N * N * D * 2 + 2 * N * D * D + 2 * N * D * 4 * D * 2
+    assert count_flops(vit, 32) == 2 * 3 * P * P * D * N + 2 * block + 2 * D * C
+    assert all(m.attn.fused for m in vit.blocks)  # restored after counting

@@ -46,8 +46,9 @@ def test_scheduler_steps_per_iteration():
 
 def test_no_weight_decay_on_biases_and_norms():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    decay, no_decay = param_groups(model, 1e-4)
+    decay, no_decay = param_groups(model, OptimConfig(weight_decay=1e-4))
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])]
+    assert decay["weight_decay"] == 1e-4
     assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0
     assert isinstance(build_optimizer(model, OptimConfig(optimizer="adamw")), torch.optim.AdamW)
     with pytest.raises(ValueError, match="unknown optimizer"):

@@ -38,8 +38,40 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    model: str = _opt("simplenet", "model registry name (see `scenelab models`)")
+    """The model by name, plus architecture settings (`arch` fields, passed to the model's
+    builder); None means the model's own default."""
+
+    model: str = _opt("simplenet", "registry name (see `scenelab models`) or tv:NAME (torchvision)")
     conv: str = _opt("native", "convolution implementation for CNNs")
+    pretrained: bool = _opt(False, "start from torchvision's ImageNet weights (downloaded once)")
+    weights: str | None = _opt(None, "start from this torchvision state-dict file (offline)")
+    freeze_backbone: bool = _opt(False, "train only the new head of a torchvision model")
+    # ViT and multi-scale ViT
+    patch_size: int | None = _opt(None, "ViT: patch size in pixels", arch=True)
+    patch_sizes: tuple[int, ...] | None = _opt(
+        None, "multi-scale ViT: patch size per branch", arch=True
+    )
+    embed_dim: int | None = _opt(None, "ViTs: token dimension", arch=True)
+    depth: int | None = _opt(None, "ViTs: transformer blocks (per branch)", arch=True)
+    num_heads: int | None = _opt(None, "ViTs: attention heads", arch=True)
+    window_size: int | None = _opt(
+        None, "ViTs: attention window in tokens (0: all global)", arch=True
+    )
+    window_block_indexes: tuple[int, ...] | None = _opt(
+        None, "ViTs: blocks (from 0) with windowed attention; the others attend globally", arch=True
+    )
+    drop_path_rate: float | None = _opt(None, "ViTs: stochastic depth of the last block", arch=True)
+    head_norm: bool | None = _opt(None, "ViTs: LayerNorm between pooling and the head", arch=True)
+    pos_embed: bool | None = _opt(None, "ViTs: learned absolute position embedding", arch=True)
+    # Bottleneck ResNet
+    stage_widths: tuple[int, ...] | None = _opt(
+        None, "resnet_bn: output channels per stage", arch=True
+    )
+    stage_blocks: tuple[int, ...] | None = _opt(
+        None, "resnet_bn: bottleneck blocks per stage", arch=True
+    )
+    final_width: int | None = _opt(None, "resnet_bn: channels of the last block", arch=True)
+    expansion: int | None = _opt(None, "resnet_bn: block width / bottleneck width", arch=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +79,10 @@ class OptimConfig:
     optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
     lr: float = _opt(0.05, "peak learning rate (after warm-up)")
     momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(5e-4, "weight decay (not applied to biases and norm weights)")
+    weight_decay: float = _opt(
+        5e-4, "weight decay (not on biases, norm weights and position embeddings)"
+    )
+    backbone_lr_scale: float = _opt(1.0, "learning rate of all but the head, as a share of --lr")
     warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs, then cosine decay")
     min_lr_ratio: float = _opt(0.0, "final learning rate as a fraction of --lr")
     clip_grad: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
@@ -79,6 +114,20 @@ class ConvBenchConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelsBenchConfig:
+    models: str = _opt("all", "comma-separated registry names (all: the whole registry)")
+    sizes: tuple[int, ...] = _opt((64, 128), "input resolutions in pixels")
+    batch_size: int = _opt(64, "images per training step")
+    num_classes: int = _opt(100, "classes of the models' heads")
+    steps: int = _opt(5, "timed training steps per model and size (the median is reported)")
+    warmup: int = _opt(2, "untimed steps first (allocator, oneDNN primitive caches)")
+    memory_steps: int = _opt(3, "training steps in each memory probe")
+    memory_repeats: int = _opt(1, "fresh processes per model and size for peak memory (0: skip)")
+    out_dir: str = _opt("runs", "the CSV goes to <out-dir>/bench/")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -104,7 +153,11 @@ class RunConfig:
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return asdict(self)
+        """Nested plain values (tuples become lists), as YAML and checkpoints store them."""
+        return {
+            name: {k: list(v) if isinstance(v, tuple) else v for k, v in section.items()}
+            for name, section in asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
@@ -135,11 +188,36 @@ class RunConfig:
         return RunConfig(**sections)
 
 
+def field_kind(hint: Any) -> type:
+    """bool, int, float, str or tuple (of ints) for a field annotated `T` or `T | None`."""
+    if hint in (tuple[int, ...], tuple[int, ...] | None):
+        return tuple
+    return next(t for t in (bool, int, float, str) if hint in (t, t | None))
+
+
+def parse_ints(value: Any) -> tuple[int, ...]:
+    """(1, 3) from "1,3", "1 3", [1, 3] or 1; () from "" (e.g. no windowed blocks)."""
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split()]
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    if any(isinstance(v, bool) or float(v) != int(float(v)) for v in value):
+        raise ValueError
+    return tuple(int(float(v)) for v in value)
+
+
 def _coerce(f: Field, hint: Any, value: Any) -> Any:
     """Check a value from YAML or a checkpoint against the field's type (YAML reads 1e-3 as str)."""
-    kind = next((t for t in (bool, int, float, str) if hint is t or hint == t | None), None)
-    if value is None and hint != kind:
+    kind = field_kind(hint)
+    if value is None and hint is not kind:
         return value
+    if kind is tuple:
+        try:
+            return parse_ints(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"config key {f.name!r}: expected integers such as 1,3, got {value!r}"
+            ) from None
     try:
         if kind is bool and not isinstance(value, bool):
             raise ValueError

@@ -2,9 +2,9 @@
 
 The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
 lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
-fewer than two dimensions (biases, norm weights; nanoGPT's rule). Every epoch reseeds python,
-numpy, torch and the loader's generator from (seed, epoch), so a resumed run sees the same data
-order and augmentation as an uninterrupted one.
+fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings. Every
+epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch), so a resumed
+run sees the same data order and augmentation as an uninterrupted one.
 """
 
 import math
@@ -29,16 +29,28 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    params = [p for p in model.parameters() if p.requires_grad]
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Trainable parameters in up to four groups: head or backbone (lr x backbone_lr_scale),
+    with or without weight decay (none for tensors under 2-D and the names the model's
+    `no_weight_decay()` returns, e.g. position embeddings; timm's convention)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (name.startswith("head."), p.ndim >= 2 and name not in skip)
+            groups.setdefault(key, []).append(p)
     return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {
+            "params": params,
+            "lr": cfg.lr * (1.0 if head else cfg.backbone_lr_scale),
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+        }
+        for (head, decay), params in sorted(groups.items(), reverse=True)  # head first
     ]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adamw":

@@ -1,8 +1,7 @@
-"""Benchmarks that compare implementations in one run: times, peak memory and their ratios.
+"""`scenelab bench conv`: nn.Conv2d vs the hand-written UnfoldConv2d, in one run.
 
-`scenelab bench conv` trains a CNN with nn.Conv2d and with the hand-written UnfoldConv2d on
-random batches in the same process (time per step), measures each variant's peak memory in fresh
-processes (so one variant's allocations cannot hide another's), and times every conv layer's
+Trains a CNN with nn.Conv2d and with UnfoldConv2d on random batches in the same process (time
+per step), measures each variant's peak memory in fresh processes, and times every conv layer's
 forward and backward on its own. Ratios are against the default nn.Conv2d measured in the same
 run, never against numbers from another machine.
 """
@@ -10,19 +9,18 @@ run, never against numbers from another machine.
 import statistics
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import runtime
-from .config import ConvBenchConfig, ModelConfig, OptimConfig
-from .models import CONV_LAYERS, build_model
-from .train import build_optimizer
+from .. import runtime
+from ..config import ConvBenchConfig, ModelConfig, OptimConfig
+from ..models import CONV_LAYERS, build_model
+from ..train import build_optimizer
+from . import format_table, fresh_peak_memory, random_batch, ratio, timed_steps
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,7 @@ def onednn(enabled: bool) -> Iterator[None]:
 def _setup(cfg: ConvBenchConfig, variant: Variant, device: torch.device):
     torch.manual_seed(0)
     model = build_model(ModelConfig(model=cfg.model, conv=variant.conv), cfg.num_classes)
-    size = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-    x = torch.rand(size, device=device)
-    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+    x, y = random_batch(cfg.batch_size, cfg.image_size, cfg.num_classes, device)
     if variant.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -64,43 +60,23 @@ def _setup(cfg: ConvBenchConfig, variant: Variant, device: torch.device):
     return model, build_optimizer(model, OptimConfig()), x, y
 
 
-def _train_steps(cfg: ConvBenchConfig, variant: Variant, device: torch.device, steps: int):
-    """Yields the seconds of each training step (forward, backward, SGD update)."""
-    model, optimizer, x, y = _setup(cfg, variant, device)
+def _variant_steps(cfg: dict, variant: Variant, device: torch.device, steps: int) -> list[float]:
+    bench = ConvBenchConfig(**cfg)
+    model, optimizer, x, y = _setup(bench, variant, device)
     with onednn(variant.onednn):
-        for _ in range(steps):
-            with runtime.Timer(device) as timer:
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            yield timer.seconds
+        return list(timed_steps(model, optimizer, x, y, steps))
 
 
 def step_time(cfg: ConvBenchConfig, variant: Variant, device: torch.device) -> float:
     """Median seconds per training step after `cfg.warmup` untimed steps."""
-    times = list(_train_steps(cfg, variant, device, cfg.warmup + cfg.steps))[cfg.warmup :]
-    return statistics.median(times)
-
-
-def _memory_probe(cfg: dict, variant: Variant, device: str) -> float:
-    """In a fresh process: peak memory (MiB) of a few training steps above the post-import level."""
-    dev = torch.device(device)
-    runtime.reset_peak_memory(dev)
-    baseline = runtime.peak_memory_mb(dev)
-    bench = ConvBenchConfig(**cfg)
-    for _ in _train_steps(bench, variant, dev, bench.memory_steps):
-        pass
-    return runtime.peak_memory_mb(dev) - baseline
+    times = _variant_steps(asdict(cfg), variant, device, cfg.warmup + cfg.steps)
+    return statistics.median(times[cfg.warmup :])
 
 
 def peak_memory(cfg: ConvBenchConfig, variant: Variant, device: torch.device) -> float:
     """Median over `cfg.memory_repeats` fresh processes of the training peak memory (MiB)."""
-    peaks = []
-    for _ in range(cfg.memory_repeats):
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            peaks.append(pool.submit(_memory_probe, asdict(cfg), variant, str(device)).result())
-    return statistics.median(peaks)
+    run = partial(_variant_steps, asdict(cfg), variant, steps=cfg.memory_steps)
+    return fresh_peak_memory(run, device, cfg.memory_repeats)
 
 
 @dataclass(frozen=True)
@@ -174,7 +150,7 @@ def step_table(results: dict[str, tuple[float, float]], batch_size: int) -> str:
     base_ms, base_mb = results[VARIANTS[0].label]
     rows = [
         [label, f"{ms:.1f}", f"{batch_size / ms * 1e3:.1f}", f"{mb:.0f}",
-         _ratio(ms, base_ms), _ratio(mb, base_mb)]
+         ratio(ms, base_ms), ratio(mb, base_mb)]
         for label, (ms, mb) in results.items()
     ]  # fmt: skip
     table = format_table(["variant", "ms/step", "img/s", "peak MiB", "time", "memory"], rows)
@@ -184,7 +160,7 @@ def step_table(results: dict[str, tuple[float, float]], batch_size: int) -> str:
     for ours, ref in pairs:
         if ours.startswith("UnfoldConv2d") and ours in results and ref in results:
             (ms, mb), (ref_ms, ref_mb) = results[ours], results[ref]
-            lines.append(f"{ours} / {ref}: time {_ratio(ms, ref_ms)}, memory {_ratio(mb, ref_mb)}")
+            lines.append(f"{ours} / {ref}: time {ratio(ms, ref_ms)}, memory {ratio(mb, ref_mb)}")
     return "\n".join(lines)
 
 
@@ -194,24 +170,6 @@ def layer_table(timings: list[LayerTiming]) -> str:
     for t in timings:
         (nf, nb), (uf, ub) = t.native_ms, t.unfold_ms
         rows.append([t.name, t.shape, f"{nf:.2f}", f"{nb:.2f}", f"{uf:.2f}", f"{ub:.2f}",
-                     _ratio(uf + ub, nf + nb)])  # fmt: skip
+                     ratio(uf + ub, nf + nb)])  # fmt: skip
     header = ["layer", "shape", "native fwd", "bwd", "unfold fwd", "bwd", "unfold/native"]
     return format_table(header, rows)
-
-
-def _ratio(value: float, reference: float) -> str:
-    return f"{value / reference:.2f}x" if reference > 0 else "n/a"
-
-
-def format_table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain-text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells))
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Benchmarks that compare implementations in one run: times, peak memory and their ratios.
+
+The shared harness lives here: timed training steps, peak memory measured in fresh processes
+(so one variant's allocations cannot hide another's), ratios and plain-text tables. `conv`
+compares nn.Conv2d with the hand-written UnfoldConv2d; `models` measures every registry model.
+"""
+
+import statistics
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import runtime
+
+
+def random_batch(batch_size: int, size: int, num_classes: int, device: torch.device):
+    x = torch.rand(batch_size, 3, size, size, device=device)
+    return x, torch.randint(0, num_classes, (batch_size,), device=device)
+
+
+def timed_steps(
+    model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, steps: int, clip_grad: float = 0
+) -> Iterator[float]:
+    """Yields the seconds of each training step (forward, backward, clipping, update)."""
+    for _ in range(steps):
+        with runtime.Timer(x.device) as timer:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            optimizer.step()
+        yield timer.seconds
+
+
+def _memory_probe(run: Callable[[torch.device], object], device: str) -> float:
+    """In a fresh process: peak memory (MiB) of `run(device)` above the post-import level."""
+    dev = torch.device(device)
+    runtime.reset_peak_memory(dev)
+    baseline = runtime.peak_memory_mb(dev)
+    run(dev)
+    return runtime.peak_memory_mb(dev) - baseline
+
+
+def fresh_peak_memory(
+    run: Callable[[torch.device], object], device: torch.device, repeats: int
+) -> float:
+    """Median over `repeats` fresh processes of the peak memory (MiB) of `run(device)`.
+
+    `run` must pickle (a module-level function, or a functools.partial of one).
+    """
+    peaks = []
+    for _ in range(repeats):
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            peaks.append(pool.submit(_memory_probe, run, str(device)).result())
+    return statistics.median(peaks)
+
+
+def ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference > 0 else "n/a"
+
+
+def format_table(header: list[str], rows: list[list], *, left: tuple[int, ...] = (0,)) -> str:
+    """A plain-text table: the columns in `left` left-aligned (text), the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(c).ljust(w) if i in left else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""The `scenelab` command line: the only package that reads argv, picks a device and prints.
+
+Each subcommand builds configs from flags (generated from the config dataclasses), calls library
+functions and writes results into a run folder, then prints where they are. One module per
+group of subcommands; each adds its parsers with `add_parsers`.
+"""
+
+import argparse
+import sys
+
+from ..checkpoint import CheckpointError
+from ..data import DatasetError
+from ..train import TrainingError
+from . import bench, data, models, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (train, models, data, bench):
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, CheckpointError, TrainingError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

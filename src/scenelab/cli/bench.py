@@ -1,0 +1,82 @@
+"""`scenelab bench conv|models`: benchmark tables printed, with ratios measured in the same run."""
+
+import argparse
+import csv
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import runtime
+from ..bench import conv, models
+from ..config import ConvBenchConfig, ModelsBenchConfig
+from .flags import add_config_flags, given
+
+
+def cmd_bench_conv(args: argparse.Namespace) -> int:
+    cfg = ConvBenchConfig(**given(args, ConvBenchConfig))
+    device = runtime.pick_device(cfg.device)
+    runtime.setup(device)
+    print(
+        f"Benchmark: {cfg.model} training steps, batch {cfg.batch_size}, {cfg.image_size} px, "
+        f"{cfg.num_classes} classes, on {device} ({torch.get_num_threads()} threads), "
+        f"torch {torch.__version__}\n  time: median of {cfg.steps} steps after {cfg.warmup} "
+        f"warm-up; memory: peak above the post-import level, median of {cfg.memory_repeats} "
+        "fresh processes",
+        flush=True,
+    )
+    results: dict[str, tuple[float, float]] = {}
+    for variant in conv.VARIANTS:
+        if not variant.onednn and device.type != "cpu":
+            continue  # oneDNN is nn.Conv2d's CPU backend
+        ms = conv.step_time(cfg, variant, device) * 1e3
+        mb = conv.peak_memory(cfg, variant, device) if cfg.memory_repeats else float("nan")
+        results[variant.label] = (ms, mb)
+        print(f"  {variant.label}: {ms:.1f} ms/step, peak {mb:.0f} MiB", flush=True)
+    print("\n" + conv.step_table(results, cfg.batch_size))
+    if cfg.layer_repeats:
+        print(f"\nPer layer (ms, median of {cfg.layer_repeats}; input batch {cfg.batch_size}):")
+        print(conv.layer_table(list(conv.layer_times(cfg, device))))
+    return 0
+
+
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    cfg = ModelsBenchConfig(**given(args, ModelsBenchConfig))
+    names = models.model_names(cfg)
+    device = runtime.pick_device(cfg.device)
+    runtime.setup(device)
+    print(
+        f"Benchmark: training steps of {', '.join(names)} at {', '.join(map(str, cfg.sizes))} px, "
+        f"batch {cfg.batch_size}, {cfg.num_classes} classes, on {device} "
+        f"({torch.get_num_threads()} threads), torch {torch.__version__}\n  time: median of "
+        f"{cfg.steps} steps after {cfg.warmup} warm-up, each model with its default optimiser; "
+        f"memory: peak above the post-import level in a fresh process",
+        flush=True,
+    )
+    timings = []
+    for size in cfg.sizes:
+        for name in names:
+            timings.append(models.measure(cfg, name, size, device))
+            t = timings[-1]
+            print(f"  {name} {size} px: {t.ms_per_step:.0f} ms/step, peak {t.peak_mb:.0f} MiB")
+    print("\n" + models.table(timings))
+    out = Path(cfg.out_dir) / "bench" / f"models-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(timings[0])))
+        writer.writeheader()
+        writer.writerows(asdict(t) for t in timings)
+    print(f"\nResults: {out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
+    benches = benches.add_subparsers(dest="bench", required=True)
+    p = benches.add_parser("conv", help="nn.Conv2d vs the hand-written UnfoldConv2d")
+    add_config_flags(p, ConvBenchConfig)
+    p.set_defaults(func=cmd_bench_conv)
+    p = benches.add_parser("models", help="training step time and memory of every model")
+    add_config_flags(p, ModelsBenchConfig)
+    p.set_defaults(func=cmd_bench_models)

@@ -1,0 +1,56 @@
+"""Command-line flags generated from the config dataclasses, and the --config YAML layer."""
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from ..config import field_kind, parse_ints
+from ..models import CONV_LAYERS
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return parse_ints(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers such as 1,3, got {text!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
+    """One flag per dataclass field; unset flags stay out of the namespace (SUPPRESS), so the
+    layering defaults < --config file < command line happens in `RunConfig.override`."""
+    choices = {"conv": list(CONV_LAYERS)}
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__)
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            kind = field_kind(hints[f.name])
+            kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+            default = "the model's" if f.metadata.get("arch") else f.default
+            kwargs["help"] = f"{f.metadata['help']} (default: {default})"
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif kind is tuple:
+                kwargs.update(type=_ints, metavar="N,N")
+            else:
+                kwargs["type"] = kind
+                kwargs["choices"] = choices.get(f.name, f.metadata.get("choices"))
+            group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
+    """The fields of `classes` set on the command line."""
+    names = {f.name for cls in classes for f in fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read config file {path}: {e}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of settings")
+    return values

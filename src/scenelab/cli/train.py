@@ -1,0 +1,204 @@
+"""`scenelab train` and `scenelab eval`."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import runtime
+from ..checkpoint import load_checkpoint, load_model_state
+from ..config import SECTIONS, DataConfig, RunConfig
+from ..data import DatasetError, build_dataset, build_datasets, build_loader
+from ..models import (
+    build_model,
+    count_parameters,
+    load_pretrained,
+    optim_defaults,
+    resolve_model_config,
+)
+from ..report import write_evaluation
+from ..tracking import Console, RunDir, Tracker
+from ..train import FitState, build_optimizer, build_scheduler, evaluate, fit
+from .flags import add_config_flags, given, load_yaml
+
+# Flags that may change when resuming: they do not change what the run computes.
+RESUMABLE = {"device", "workers", "log_every", "stop_after"}
+
+
+def print_where(run: RunDir) -> None:
+    print(f"\nResults: {run.root}")
+    print(f"  metrics: {run.metrics_csv}   checkpoints: {run.checkpoints}")
+    print(f"  TensorBoard: tensorboard --logdir {run.tb.parent.parent}")
+
+
+def new_config(args: argparse.Namespace) -> RunConfig:
+    """Dataclass defaults < the model's own optimiser defaults < --config file < flags."""
+    recipe = load_yaml(args.config) if args.config else {}
+    flags = given(args, *SECTIONS.values())
+    asked = RunConfig().override(recipe).override(flags)
+    cfg = RunConfig().override(optim_defaults(asked.model)).override(recipe).override(flags)
+    cfg = cfg.resolve()
+    return RunConfig(
+        data=cfg.data, model=resolve_model_config(cfg.model), optim=cfg.optim, train=cfg.train
+    )
+
+
+def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunConfig:
+    flags = given(args, *SECTIONS.values())
+    changed = sorted(set(flags) - RESUMABLE)
+    if changed:
+        raise ValueError(
+            f"--resume continues a run with its saved configuration; drop "
+            f"{', '.join('--' + c.replace('_', '-') for c in changed)}"
+        )
+    # A resumed run goes on to its planned end unless told to stop again.
+    return RunConfig.from_dict(checkpoint["config"]).override({"stop_after": 0} | flags)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
+    device = runtime.pick_device(cfg.train.device)
+    runtime.setup(device)
+    generator = runtime.seed_everything(cfg.train.seed)
+    size = cfg.data.resolved_image_size
+    print(f"Preparing {cfg.data.data} data ({size} px) ...", flush=True)
+    train_set, val_set, classes = build_datasets(cfg.data)
+    model = build_model(cfg.model, len(classes), size)
+    if checkpoint is None and (cfg.model.pretrained or cfg.model.weights):
+        print(f"Loading {load_pretrained(model, cfg.model, progress=True)}", flush=True)
+    model = model.to(device)
+    train_loader = build_loader(train_set, cfg.data, train=True, device=device, generator=generator)
+    val_loader = build_loader(val_set, cfg.data, train=False, device=device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(
+        optimizer, cfg.optim, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs
+    )
+    state = FitState()
+    if checkpoint is not None:
+        run = RunDir(Path(args.resume).resolve().parent.parent)
+        load_model_state(model, checkpoint, cfg.model.model, args.resume)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        state = FitState.from_checkpoint(checkpoint)
+    else:
+        run = RunDir.create(cfg.train.out_dir, cfg.train.name)
+    run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    params = count_parameters(model)
+    print(
+        f"Run folder {run.root}\n{cfg.model.model} ({params:,} parameters, conv {cfg.model.conv})"
+        f" on {device}: {len(train_set)} train / {len(val_set)} val images, "
+        f"{len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}, "
+        f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}",
+        flush=True,
+    )
+    console = Console(sys.stdout, log_every=cfg.train.log_every)
+    with Tracker(run, keep_epochs=state.epoch) as tracker:
+        state = fit(
+            cfg,
+            model,
+            train_loader,
+            val_loader,
+            device=device,
+            run=run,
+            classes=classes,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            state=state,
+            tracker=tracker,
+            console=console,
+            generator=generator,
+            stop_after=cfg.train.stop_after,
+        )
+    summary = _summary(cfg, state, params, device)
+    run.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"\nbest val top-1 {summary['best_val_acc1']:.2f}%  final top-1 "
+        f"{summary['final_val_acc1']:.2f}% top-5 {summary['final_val_acc5']:.2f}%  "
+        f"{summary['train_seconds']:.0f}s  {summary['images_per_second']:.0f} img/s  "
+        f"peak {summary['peak_memory_mb']:.0f} MB"
+    )
+    print_where(run)
+    return 0
+
+
+def _summary(cfg: RunConfig, state: FitState, params: int, device) -> dict[str, Any]:
+    t = state.totals
+    return {
+        "model": cfg.model.model,
+        "conv": cfg.model.conv,
+        "data": cfg.data.data,
+        "image_size": cfg.data.resolved_image_size,
+        "epochs": state.epoch,
+        "epochs_planned": cfg.train.epochs,
+        "params": params,
+        "device": str(device),
+        "best_val_acc1": state.best_acc1,
+        "final_val_acc1": t["final_val_acc1"],
+        "final_val_acc5": t["final_val_acc5"],
+        "final_train_acc1": t["final_train_acc1"],
+        "final_train_acc5": t["final_train_acc5"],
+        "min_val_loss": t["min_val_loss"],
+        "min_train_loss": t["min_train_loss"],
+        "train_seconds": t["train_seconds"],
+        "seconds_per_epoch": t["train_seconds"] / max(state.epoch, 1),
+        "images_per_second": t["train_images"] / max(t["train_seconds"], 1e-9),
+        "peak_memory_mb": t["peak_memory_mb"],
+    }
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    trained = RunConfig.from_dict(checkpoint["config"])
+    cfg = trained.override(given(args, DataConfig))
+    device = runtime.pick_device(args.device)
+    runtime.setup(device)
+    classes = checkpoint["classes"]
+    dataset, data_classes = build_dataset(cfg.data, args.split)
+    if data_classes != classes:
+        raise DatasetError(
+            f"the {cfg.data.data} data has {len(data_classes)} classes that differ "
+            f"from the checkpoint's {len(classes)}; evaluate on the same classes"
+        )
+    # The model as trained (a ViT's position table has the training size; it resizes itself).
+    model = build_model(cfg.model, len(classes), trained.data.resolved_image_size).to(device)
+    load_model_state(model, checkpoint, cfg.model.model, args.checkpoint)
+    loader = build_loader(dataset, cfg.data, train=False, device=device)
+    print(
+        f"Evaluating {args.checkpoint} on {len(dataset)} {args.split} images"
+        f"{' with flip TTA' if args.tta else ''} ...",
+        flush=True,
+    )
+    metrics = evaluate(model, loader, device=device, tta=args.tta, num_classes=len(classes))
+    run = RunDir(Path(args.checkpoint).resolve().parent.parent)
+    name = f"{Path(args.checkpoint).stem}-{args.split}{'-tta' if args.tta else ''}"
+    out = write_evaluation(
+        Path(args.out) if args.out else run.eval,
+        name,
+        metrics,
+        classes,
+        {"checkpoint": str(args.checkpoint), "tta": args.tta},
+    )
+    print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
+    print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model; writes a run folder")
+    p.add_argument("--config", help="YAML recipe; flags given on the command line override it")
+    p.add_argument("--resume", help="continue the run of this checkpoint (its last.pt)")
+    add_config_flags(p, *SECTIONS.values())
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per-class, confusion")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", help="output folder (default: <run>/eval/)")
+    add_config_flags(p, DataConfig)
+    p.set_defaults(func=cmd_eval)
