@@ -105,8 +105,10 @@ def test_settings_that_do_not_apply_to_a_model_are_refused():
         build_model(ModelConfig(depth=6), 3)
     with pytest.raises(ValueError, match="--conv does not apply to vit; .*: simplenet, resnet_bn"):
         build_model(ModelConfig(model="vit", conv="unfold"), 3)
-    with pytest.raises(ValueError, match="--pretrained/--weights/--freeze-backbone does not"):
+    with pytest.raises(ValueError, match="--pretrained does not apply to vit; .*: resnet18"):
         build_model(ModelConfig(model="vit", pretrained=True), 3)
+    with pytest.raises(ValueError, match="--freeze-backbone does not apply to simplenet"):
+        build_model(ModelConfig(freeze_backbone=True), 3)
 
 
 def test_resolved_config_names_the_model_defaults():

@@ -85,9 +85,18 @@ def test_position_table_resizes_to_other_inputs_and_stays_put_at_its_own_size():
 
 def test_attention_maps_cover_every_block():
     vit = VisionTransformer(5, img_size=64, patch_size=8, embed_dim=32, num_heads=2, depth=4)
-    maps = vit.attention_maps(torch.rand(2, 3, 64, 64))
+    x = torch.rand(2, 3, 64, 64)
+    maps = vit.attention_maps(x)
     assert len(maps) == 4 and all(m.shape == (2, 2, 64, 64) for m in maps)
     assert vit.training  # untouched
+    # Computed in eval mode, so stochastic depth does not change them.
+    for a, b in zip(maps, vit.attention_maps(x), strict=True):
+        torch.testing.assert_close(a, b)
+    # The last block's input is what the blocks before it produce.
+    tokens = vit.eval().tokens(vit.normalize(x))
+    for block in vit.blocks[:3]:
+        tokens = block(tokens)
+    torch.testing.assert_close(maps[3], vit.blocks[3].attention_weights(tokens))
 
 
 def test_multiscale_vit_scales_windows_to_each_branch_grid():

@@ -6,7 +6,7 @@ The public API, re-exported here; the command line (`scenelab ...`) is built on 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data import build_dataset, build_datasets, build_loader
-from .models import MODELS, build_model
+from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
 from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_epoch
 
@@ -24,9 +24,12 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "count_flops",
+    "count_parameters",
     "conv2d_unfold",
     "evaluate",
     "fit",
+    "load_pretrained",
     "load_checkpoint",
     "save_checkpoint",
     "train_one_epoch",

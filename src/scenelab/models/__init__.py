@@ -96,8 +96,15 @@ def _check_settings(cfg: ModelConfig) -> None:
     wanted = {name: name for name in ARCH_FIELDS if getattr(cfg, name) is not None}
     if cfg.conv != "native":
         wanted["conv"] = "conv_layer"
-    if cfg.freeze_backbone or cfg.pretrained or cfg.weights is not None:
-        wanted["pretrained/--weights/--freeze-backbone"] = "freeze_backbone"  # torchvision's
+    # Only torchvision models take freeze_backbone, and only they have pretrained weights.
+    torchvision_only = {
+        "pretrained": cfg.pretrained,
+        "weights": cfg.weights is not None,
+        "freeze_backbone": cfg.freeze_backbone,
+    }
+    for flag, on in torchvision_only.items():
+        if on:
+            wanted[flag] = "freeze_backbone"
     accepts = _accepts(cfg.model)
     for flag, param in wanted.items():
         if param not in accepts:
@@ -108,7 +115,11 @@ def _check_settings(cfg: ModelConfig) -> None:
 
 
 def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
-    """`cfg` with every architecture field the model takes set (its default where None)."""
+    """`cfg` with every architecture field the model takes set (its default where None).
+
+    Settings that do not apply to the model are refused here, before any work starts.
+    """
+    _check_settings(cfg)
     params = inspect.signature(_builder(cfg.model)).parameters
     defaults = {
         name: params[name].default

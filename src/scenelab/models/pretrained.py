@@ -7,7 +7,6 @@ new Linear for our classes. ImageNet weights come later, and only for a fresh tr
 `read_state_dict` reads a local torchvision state-dict file; `load_backbone` loads either.
 """
 
-import re
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -97,13 +96,13 @@ def imagenet_state_dict(name: str, *, progress: bool = False) -> dict[str, Tenso
 
 
 def download_state_dict(url: str, *, progress: bool = False) -> dict[str, Tensor]:
-    """A state dict from `url` through torch hub's cache; the file name's hash is checked."""
+    """A state dict from `url` through torch hub's cache. A new download is checked against the
+    hash in its file name (`name-<sha256 prefix>.pth`, torchvision's convention) when it has one."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         return torch.hub.load_state_dict_from_url(
-            url, progress=progress, check_hash=bool(re.search(r"-[0-9a-f]{6,}\.", url)),
-            map_location="cpu", weights_only=True,
-        )  # fmt: skip
+            url, progress=progress, check_hash=True, map_location="cpu", weights_only=True
+        )
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise WeightsError(
