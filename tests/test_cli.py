@@ -125,6 +125,11 @@ def test_bad_config_values_are_clear_errors(tmp_path, capsys):
     recipe.write_text("learning_rate: 0.1\n")
     assert main(["train", "--config", str(recipe)]) == 2
     assert "unknown configuration keys: learning_rate" in capsys.readouterr().err
+    recipe.write_text("model: vit\nwindow_block_indexes: [1, x]\n")
+    assert main(["train", "--config", str(recipe)]) == 2
+    assert "'window_block_indexes': expected integers such as 1,3, got [1, 'x']" in (
+        capsys.readouterr().err
+    )
 
 
 def test_missing_data_root_is_a_clear_error(tmp_path, capsys):
@@ -273,3 +278,24 @@ def test_bench_models_prints_a_table_and_writes_csv(tmp_path, capsys):
     (csv_file,) = (tmp_path / "bench").glob("models-*.csv")
     rows = csv_file.read_text().splitlines()
     assert rows[0].startswith("model,image_size,params,gflops,ms_per_step") and len(rows) == 5
+
+
+def test_pretrained_offline_fails_first_with_how_to_pass_weights(tmp_path, monkeypatch, capsys):
+    import socket
+
+    import scenelab.models as models
+    from scenelab.models.pretrained import download_state_dict
+
+    with socket.socket() as s:  # a port that nothing listens on: as offline as it gets
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/resnet18-f37072fd.pth"
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.setattr(
+        models, "imagenet_state_dict", lambda name, progress: download_state_dict(url)
+    )
+    flags = ["--model", "resnet18", "--pretrained", "--out-dir", str(tmp_path / "runs")]
+    assert main(["train", *flags]) == 2
+    captured = capsys.readouterr()
+    assert "could not download pretrained weights" in captured.err
+    assert "pass it with --weights PATH" in captured.err
+    assert "Preparing" not in captured.out and not (tmp_path / "runs").exists()

@@ -198,7 +198,7 @@ def field_kind(hint: Any) -> type:
 def parse_ints(value: Any) -> tuple[int, ...]:
     """(1, 3) from "1,3", "1 3", [1, 3] or 1; () from "" (e.g. no windowed blocks)."""
     if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split()]
+        value = value.replace(",", " ").split()
     elif not isinstance(value, list | tuple):
         value = [value]
     if any(isinstance(v, bool) or float(v) != int(float(v)) for v in value):

@@ -17,6 +17,7 @@ from ..models import (
     count_parameters,
     load_pretrained,
     optim_defaults,
+    pretrained_state,
     resolve_model_config,
 )
 from ..report import write_evaluation
@@ -65,11 +66,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     runtime.setup(device)
     generator = runtime.seed_everything(cfg.train.seed)
     size = cfg.data.resolved_image_size
+    weights = None
+    if checkpoint is None and (cfg.model.pretrained or cfg.model.weights):
+        weights = pretrained_state(cfg.model, progress=True)  # a failed download stops us here
     print(f"Preparing {cfg.data.data} data ({size} px) ...", flush=True)
     train_set, val_set, classes = build_datasets(cfg.data)
     model = build_model(cfg.model, len(classes), size)
-    if checkpoint is None and (cfg.model.pretrained or cfg.model.weights):
-        print(f"Loading {load_pretrained(model, cfg.model, progress=True)}", flush=True)
+    if weights is not None:
+        print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
     model = model.to(device)
     train_loader = build_loader(train_set, cfg.data, train=True, device=device, generator=generator)
     val_loader = build_loader(val_set, cfg.data, train=False, device=device)

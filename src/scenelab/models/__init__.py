@@ -72,6 +72,7 @@ __all__ = [
     "count_parameters",
     "load_pretrained",
     "optim_defaults",
+    "pretrained_state",
     "resolve_model_config",
 ]
 
@@ -147,17 +148,25 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 128) -> nn
     return builder(num_classes=num_classes, **kwargs)
 
 
-def load_pretrained(model: nn.Module, cfg: ModelConfig, *, progress: bool = False) -> str:
-    """Load the weights `cfg` asks for (a file, else ImageNet's); returns where they came from."""
+def pretrained_state(cfg: ModelConfig, *, progress: bool = False) -> tuple[dict, str]:
+    """The state dict `cfg` asks for (its --weights file, else ImageNet's) and where it is from.
+
+    Separate from `load_pretrained`, so that a missing download fails before any other work.
+    """
+    if cfg.weights is not None:
+        return read_state_dict(cfg.weights), cfg.weights
+    name = cfg.model.removeprefix(TORCHVISION_PREFIX)
+    return imagenet_state_dict(name, progress=progress), f"torchvision's ImageNet weights of {name}"
+
+
+def load_pretrained(
+    model: nn.Module, cfg: ModelConfig, *, progress: bool = False, state: tuple | None = None
+) -> str:
+    """Load the weights `cfg` asks for (or `state`, from `pretrained_state`); returns whence."""
     if not isinstance(model, TorchvisionClassifier):
         raise WeightsError(f"{cfg.model} has no pretrained weights; use resnet18 or tv:NAME")
-    if cfg.weights is not None:
-        source = cfg.weights
-        state = read_state_dict(cfg.weights)
-    else:
-        source = f"torchvision's ImageNet weights of {model.name}"
-        state = imagenet_state_dict(model.name, progress=progress)
-    model.load_backbone(state, source)
+    weights, source = state or pretrained_state(cfg, progress=progress)
+    model.load_backbone(weights, source)
     return source
 
 
