@@ -3,7 +3,7 @@
 import argparse
 
 from ..bench import format_table
-from ..config import ModelConfig
+from ..config import ModelConfig, OptimConfig
 from ..models import (
     DESCRIPTIONS,
     MODELS,
@@ -16,9 +16,9 @@ from ..models.pretrained import torchvision_names
 
 
 def _optimiser(name: str) -> str:
-    recipe = {"optimizer": "sgd", "lr": 0.05} | optim_defaults(ModelConfig(model=name))
-    clip = f" clip {recipe['clip_grad']:g}" if recipe.get("clip_grad") else ""
-    return f"{recipe['optimizer']} lr {recipe['lr']:g}{clip}"
+    optim = OptimConfig(**optim_defaults(ModelConfig(model=name)))
+    clip = f" clip {optim.clip_grad:g}" if optim.clip_grad else ""
+    return f"{optim.optimizer} lr {optim.lr:g}{clip}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
