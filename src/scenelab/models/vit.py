@@ -116,9 +116,9 @@ class Block(nn.Module):
     def attention_weights(self, x: Tensor) -> Tensor:
         """This block's attention over the grid (B, h, N, N), N = H * W, row-major tokens.
 
-        A windowed block attends within windows only: its matrix is block-diagonal (zero between
-        windows). Attention to padding tokens is dropped, so on a padded grid those rows sum to
-        less than 1.
+        A windowed block attends within windows only: the weight between tokens of different
+        windows is zero (the matrix is block-diagonal in window order). Attention to padding
+        tokens is dropped, so on a padded grid those rows sum to less than 1.
         """
         B, H, W, _ = x.shape
         y = self.norm1(x)
