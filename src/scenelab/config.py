@@ -128,6 +128,36 @@ class ModelsBenchConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
+EXPLAIN_METHODS = (
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "grad_cam",
+    "attention_rollout",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainConfig:
+    method: str = _opt("saliency", "saliency method", choices=EXPLAIN_METHODS)
+    objective: str = _opt("loss", "gradient of the label's loss (course) or of its logit",
+                          choices=("loss", "logit"))  # fmt: skip
+    reduce: str = _opt(
+        "max", "colour-channel reduction of |gradient|", choices=("max", "sum", "l2")
+    )
+    samples: int = _opt(16, "smoothgrad: noisy copies per image")
+    stdev: float = _opt(0.1, "smoothgrad: noise standard deviation in pixel units ([0, 1])")
+    steps: int = _opt(32, "integrated_gradients: path points (Gauss-Legendre)")
+    baseline: float = _opt(0.0, "integrated_gradients: grey level of the baseline image")
+    layer: str | None = _opt(None, "grad_cam: module name (default: the last feature map)")
+    num: int = _opt(8, "images to explain")
+    select: str = _opt("all", "which validation images: all, correctly or wrongly classified",
+                       choices=("all", "correct", "wrong"))  # fmt: skip
+    alpha: float = _opt(2.0, "red overlay where the map exceeds alpha x its mean")
+    per_image: bool = _opt(False, "red overlay: mean of each map instead of all maps together")
+    seed: int = _opt(0, "seed for smoothgrad's noise and the randomised model of --score")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,

@@ -1,4 +1,5 @@
-"""Top-k accuracy, confusion matrices and on-device running sums (no host sync per step)."""
+"""Top-k accuracy, confusion matrices, on-device running sums (no host sync per step), and
+saliency-map scores against object masks (pointing game, mask energy, rank correlation)."""
 
 import torch
 from torch import Tensor
@@ -25,6 +26,33 @@ def per_class_accuracy(confusion: Tensor) -> Tensor:
     """Recall of each class in percent (NaN for a class with no samples)."""
     total = confusion.sum(dim=1).double()
     return 100 * confusion.diagonal().double() / total
+
+
+def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
+    """1.0 where the map's maximum falls inside the object mask, else 0.0; NaN for an image
+    without object pixels. maps (B, H, W), masks (B, H, W) bool -> (B,)."""
+    hit = masks.flatten(1).gather(1, maps.flatten(1).argmax(1, keepdim=True)).squeeze(1)
+    return torch.where(masks.flatten(1).any(1), hit.to(maps.dtype), torch.nan)
+
+
+def mask_energy(maps: Tensor, masks: Tensor) -> Tensor:
+    """Share of each map's (non-negative) mass inside the mask, (B,); NaN without object pixels
+    or for an all-zero map. Chance level is the mask's area fraction."""
+    inside = (maps * masks).flatten(1).sum(1)
+    total = maps.flatten(1).sum(1)
+    valid = masks.flatten(1).any(1) & (total > 0)
+    return torch.where(valid, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.nan)
+
+
+def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation between maps a and b of each image, (B, H, W) -> (B,).
+
+    Ranks by sort order (ties broken by position, which matters only for flat regions).
+    """
+    ra = a.flatten(1).argsort(1).argsort(1).double()
+    rb = b.flatten(1).argsort(1).argsort(1).double()
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
 
 
 class RunningSums:

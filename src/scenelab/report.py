@@ -1,10 +1,12 @@
-"""Result files and plots (matplotlib, Agg backend): evaluation tables and confusion matrices."""
+"""Result files and plots (matplotlib, Agg backend): evaluation tables, confusion matrices and
+saliency grids."""
 
 import csv
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .metrics import per_class_accuracy
@@ -65,3 +67,39 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def explain_grid(
+    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
+):
+    """A matplotlib figure: one row per image (image, map, overlay), each titled.
+
+    images and overlays (N, 3, H, W) in [0, 1]; maps (N, H, W). The caller saves and closes it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n + 0.2), squeeze=False)
+    for row, (image, m, overlay, title) in enumerate(
+        zip(images, maps, overlays, titles, strict=True)
+    ):
+        panels = [image.permute(1, 2, 0), m, overlay.permute(1, 2, 0)]
+        for col, panel in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(panel.detach().cpu().numpy(), cmap="inferno" if col == 1 else None)
+            ax.set_axis_off()
+        axes[row, 0].set_title(title, fontsize=8, loc="left")
+    for col, name in enumerate(("image", "map", "overlay")):
+        axes[0, col].set_title(axes[0, col].get_title() if col == 0 else name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def figure_pixels(fig) -> torch.Tensor:
+    """A drawn figure as a (3, H, W) float tensor in [0, 1] (for TensorBoard)."""
+    fig.canvas.draw()
+    rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
+    return rgba[..., :3].permute(2, 0, 1).float() / 255

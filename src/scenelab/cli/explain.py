@@ -1,0 +1,149 @@
+"""`scenelab explain`: saliency maps and overlays for a checkpoint, or their quality scores."""
+
+import argparse
+import csv
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import runtime
+from ..bench import format_table
+from ..checkpoint import load_checkpoint, load_model_state
+from ..config import DataConfig, ExplainConfig, RunConfig
+from ..data import DatasetError, build_dataset, build_loader
+from ..data.decode import decode_rgb
+from ..data.transforms import eval_transform
+from ..explain import compute_maps, method_label, predict, red_overlay
+from ..explain_score import SANITY_MAX_CORRELATION, score_methods
+from ..models import build_model
+from ..report import explain_grid, figure_pixels, new_folder
+from ..tracking import RunDir, Tracker
+from .flags import add_config_flags, given
+
+
+def _model(args, checkpoint, device):
+    """The checkpoint's model in eval mode, its data config (flags applied) and image size."""
+    trained = RunConfig.from_dict(checkpoint["config"])
+    cfg = trained.override(given(args, DataConfig))
+    model = build_model(cfg.model, len(checkpoint["classes"]), trained.data.resolved_image_size)
+    load_model_state(model, checkpoint, cfg.model.model, args.checkpoint)
+    return model.to(device).eval(), cfg
+
+
+def _files(paths: list[str], size: int) -> torch.Tensor:
+    transform = eval_transform(size)
+    return torch.stack([transform(decode_rgb(p)) for p in paths])
+
+
+def _select(model, dataset, cfg: RunConfig, ecfg: ExplainConfig, device):
+    """The first `num` validation images that match `select`, with labels and predictions."""
+    loader = build_loader(dataset, cfg.data, train=False, device=device)
+    picked: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for x, y in loader:
+        keep = torch.ones_like(y, dtype=torch.bool)
+        if ecfg.select != "all":
+            correct = predict(model, x.to(device)).cpu() == y
+            keep = correct if ecfg.select == "correct" else ~correct
+        picked += list(zip(x[keep], y[keep], strict=True))
+        if len(picked) >= ecfg.num:
+            break
+    if not picked:
+        raise DatasetError(f"no {ecfg.select} validation images to explain")
+    images, labels = zip(*picked[: ecfg.num], strict=True)
+    return torch.stack(images), torch.stack(labels)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    ecfg = ExplainConfig(**given(args, ExplainConfig))
+    device = runtime.pick_device(args.device)
+    runtime.setup(device)
+    model, cfg = _model(args, checkpoint, device)
+    classes, run = checkpoint["classes"], RunDir(Path(args.checkpoint).resolve().parent.parent)
+    parent = Path(args.out) if args.out else run.root / "explain"
+    if args.score:
+        return _score(model, cfg, ecfg, checkpoint, parent, device)
+    if args.images:
+        images, labels = _files(args.images, cfg.data.resolved_image_size), None
+    else:
+        dataset, _ = build_dataset(cfg.data, "val")
+        images, labels = _select(model, dataset, cfg, ecfg, device)
+    images = images.to(device)
+    preds = predict(model, images)
+    torch.manual_seed(ecfg.seed)
+    maps = compute_maps(model, images, ecfg, preds)
+    overlays = red_overlay(images, maps, alpha=ecfg.alpha, per_image=ecfg.per_image)
+    if labels is not None:
+        truths = [f"true {classes[i]}" for i in labels.tolist()]
+    else:
+        truths = [Path(p).name for p in args.images]
+    titles = [f"{t} / predicted {classes[p]}" for t, p in zip(truths, preds.tolist(), strict=True)]
+    out = new_folder(parent, method_label(ecfg))
+    grid = _write_pictures(out, images, maps, overlays, titles, [classes[p] for p in preds])
+    torch.save({"maps": maps.cpu(), "predicted": preds.cpu(), "config": asdict(ecfg)},
+               out / "maps.pt")  # fmt: skip
+    print(f"{ecfg.method}: {len(images)} images, maps in [{maps.min():.3g}, {maps.max():.3g}]")
+    print(f"\nResults: {out}  (grid.png, one PNG per image, maps.pt; TensorBoard: explain/)")
+    with Tracker(run) as tracker:
+        tracker.images(f"explain/{out.name}", grid, 0)
+    return 0
+
+
+def _write_pictures(out: Path, images, maps, overlays, titles, names) -> torch.Tensor:
+    """grid.png and one PNG per image (named by index and predicted class); returns the grid's
+    pixels (3, H, W) for TensorBoard."""
+    import matplotlib.pyplot as plt
+
+    fig = explain_grid(images, maps, overlays, titles)
+    fig.savefig(out / "grid.png", dpi=100)
+    grid = figure_pixels(fig)
+    plt.close(fig)
+    for i, name in enumerate(names):
+        one = slice(i, i + 1)
+        fig = explain_grid(images[one], maps[one], overlays[one], titles[one])
+        fig.savefig(out / f"{i:02d}-{name}.png", dpi=100)
+        plt.close(fig)
+    return grid
+
+
+def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path, device) -> int:
+    dataset, _ = build_dataset(cfg.data, "val", with_masks=True)
+    loader = build_loader(dataset, cfg.data, train=False, device=device)
+    torch.manual_seed(ecfg.seed)
+    randomised = build_model(cfg.model, len(checkpoint["classes"]), cfg.data.resolved_image_size)
+    randomised = randomised.to(device).eval()
+    print(
+        f"Scoring saliency methods on {len(dataset)} validation images with masks ...", flush=True
+    )
+    scores = score_methods(model, randomised, loader, ecfg, device=device)
+    rows = [
+        [s.method, f"{s.pointing_game:.1f}", f"{s.mask_energy:.1f}", f"{s.chance_energy:.1f}",
+         f"{s.randomised_rank_corr:.2f}", "pass" if s.passes_sanity else "FAIL",
+         f"{s.seconds:.1f}"]
+        for s in scores
+    ]  # fmt: skip
+    header = ["method", "pointing %", "energy %", "chance %", "rank corr", "sanity", "seconds"]
+    print("\n" + format_table(header, rows))
+    out = new_folder(parent, "score")
+    with open(out / "score.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*asdict(scores[0]), "passes_sanity"])
+        writer.writeheader()
+        writer.writerows(asdict(s) | {"passes_sanity": s.passes_sanity} for s in scores)
+    print(
+        f"\npointing: the map's maximum inside the object mask; energy: the map's mass inside "
+        f"it (chance: the masks' area); rank corr: trained vs re-initialised model's maps "
+        f"(sanity passes below {SANITY_MAX_CORRELATION})\n\nResults: {out / 'score.csv'}"
+    )
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="saliency maps and overlays; --score for their quality")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)")
+    p.add_argument("--images", nargs="+", help="image files to explain instead of val images")
+    p.add_argument("--score", action="store_true", help="score every method against masks")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--out", help="output folder (default: <run>/explain/)")
+    add_config_flags(p, ExplainConfig, DataConfig)
+    p.set_defaults(func=cmd_explain)

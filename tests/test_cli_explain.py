@@ -1,0 +1,62 @@
+import csv
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from scenelab.cli import main
+
+from conftest import TINY_TRAIN
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY_TRAIN, "--out-dir", str(out)]) == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder
+
+
+def _explain(run, *flags):
+    ckpt = str(run / "checkpoints" / "best.pt")
+    return main(["explain", "--checkpoint", ckpt, "--workers", "0", *flags])
+
+
+def test_explain_writes_a_grid_per_image_pictures_maps_and_tensorboard(run, capsys):
+    assert _explain(run, "--num", "3") == 0
+    out = run / "explain" / "saliency-loss-max"
+    assert (out / "grid.png").stat().st_size > 1000
+    assert len(list(out.glob("0[0-2]-*.png"))) == 3
+    saved = torch.load(out / "maps.pt", weights_only=True)
+    assert saved["maps"].shape == (3, 32, 32) and saved["config"]["method"] == "saliency"
+    assert f"Results: {out}" in capsys.readouterr().out
+    assert _explain(run, "--num", "3") == 0
+    assert (run / "explain" / "saliency-loss-max-1" / "grid.png").is_file()  # never overwrites
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run / "tb")).Reload().Tags()["images"]
+    assert "explain/saliency-loss-max" in tags
+
+
+def test_explain_methods_selection_files_and_out(run, tmp_path, capsys):
+    assert _explain(run, "--method", "grad_cam", "--select", "wrong", "--num", "2",
+                    "--out", str(tmp_path)) == 0  # fmt: skip
+    assert (tmp_path / "grad_cam-last" / "grid.png").is_file()
+    image = tmp_path / "photo.png"
+    write_png((torch.rand(3, 40, 50) * 255).to(torch.uint8), str(image))
+    flags = ["--method", "smoothgrad", "--samples", "2", "--images", str(image)]
+    assert _explain(run, *flags, "--out", str(tmp_path)) == 0
+    assert len(list((tmp_path / "smoothgrad-loss-max-n2-s0.1").glob("00-*.png"))) == 1
+    assert _explain(run, "--method", "attention_rollout") == 2
+    assert "for CNNs use grad_cam" in capsys.readouterr().err
+
+
+def test_explain_score_prints_and_saves_the_quality_table(run, capsys):
+    assert _explain(run, "--score", "--limit", "6", "--steps", "4", "--samples", "2") == 0
+    out = capsys.readouterr().out
+    assert "pointing %" in out and "integrated_gradients" in out and "rank corr" in out
+    with open(run / "explain" / "score" / "score.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["saliency", "smoothgrad", "integrated_gradients",
+                                           "grad_cam"]  # fmt: skip
+    assert all(0 <= float(r["pointing_game"]) <= 100 and r["images"] == "6" for r in rows)
