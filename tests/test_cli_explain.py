@@ -60,3 +60,26 @@ def test_explain_score_prints_and_saves_the_quality_table(run, capsys):
     assert [r["method"] for r in rows] == ["saliency", "smoothgrad", "integrated_gradients",
                                            "grad_cam"]  # fmt: skip
     assert all(0 <= float(r["pointing_game"]) <= 100 and r["images"] == "6" for r in rows)
+
+
+BENCH = ["bench", "explain", "--batch-size", "2", "--image-size", "32", "--samples", "2",
+         "--steps", "2", "--repeats", "1"]  # fmt: skip
+
+
+def test_bench_explain_times_each_method_against_captum(capsys):
+    assert main(BENCH) == 0
+    out = capsys.readouterr().out
+    assert "scenelab/captum" in out
+    for method in ("saliency", "smoothgrad", "integrated_gradients", "grad_cam"):
+        assert method in out
+    assert main([*BENCH, "--model", "vit"]) == 0
+    out = capsys.readouterr().out
+    assert "integrated_gradients" in out and "grad_cam" not in out  # no rollout in captum
+
+
+def test_bench_explain_without_captum_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # import raises ImportError
+    assert main(BENCH) == 2
+    assert "pip install -e '.[test]'" in capsys.readouterr().err

@@ -158,6 +158,18 @@ class ExplainConfig:
     seed: int = _opt(0, "seed for smoothgrad's noise and the randomised model of --score")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExplainBenchConfig:
+    model: str = _opt("simplenet", "registry model (randomly initialised)")
+    batch_size: int = _opt(16, "images per call")
+    image_size: int = _opt(64, "input resolution in pixels")
+    num_classes: int = _opt(10, "classes of the model's head")
+    samples: int = _opt(16, "smoothgrad: noisy copies per image")
+    steps: int = _opt(32, "integrated_gradients: path points")
+    repeats: int = _opt(7, "timed calls per method and library, alternating (median)")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,

@@ -10,7 +10,8 @@ import torch
 
 from .. import runtime
 from ..bench import conv, models
-from ..config import ConvBenchConfig, ModelsBenchConfig
+from ..bench import explain as explain_bench
+from ..config import ConvBenchConfig, ExplainBenchConfig, ModelsBenchConfig
 from .flags import add_config_flags, given
 
 
@@ -71,6 +72,21 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_explain(args: argparse.Namespace) -> int:
+    cfg = ExplainBenchConfig(**given(args, ExplainBenchConfig))
+    device = runtime.pick_device(cfg.device)
+    runtime.setup(device)
+    print(
+        f"Benchmark: saliency methods, scenelab vs captum, {cfg.model} on a batch of "
+        f"{cfg.batch_size} at {cfg.image_size} px, on {device} ({torch.get_num_threads()} "
+        f"threads); smoothgrad {cfg.samples} samples, integrated gradients {cfg.steps} steps; "
+        f"median of {cfg.repeats} calls each, alternating, after one warm-up\n",
+        flush=True,
+    )
+    print(explain_bench.table(explain_bench.method_times(cfg, device)))
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
     benches = benches.add_subparsers(dest="bench", required=True)
@@ -80,3 +96,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = benches.add_parser("models", help="training step time and memory of every model")
     add_config_flags(p, ModelsBenchConfig)
     p.set_defaults(func=cmd_bench_models)
+    p = benches.add_parser("explain", help="saliency methods against captum's")
+    add_config_flags(p, ExplainBenchConfig)
+    p.set_defaults(func=cmd_bench_explain)
