@@ -83,3 +83,17 @@ def test_bench_explain_without_captum_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "captum.attr", None)  # import raises ImportError
     assert main(BENCH) == 2
     assert "pip install -e '.[test]'" in capsys.readouterr().err
+
+
+def test_explain_score_reads_masks_from_a_miniplaces_layout(run, tiny_miniplaces, tmp_path, capsys):
+    flags = ["--score", "--data", "miniplaces", "--data-root", str(tiny_miniplaces)]
+    assert _explain(run, *flags, "--steps", "2", "--samples", "2", "--out", str(tmp_path)) == 0
+    with open(tmp_path / "score" / "score.csv") as f:
+        assert [r["images"] for r in csv.DictReader(f)] == ["6"] * 4
+    assert _explain(run, "--score", "--data", "folder", "--data-root", str(tmp_path)) == 2
+    assert "folder datasets have no object masks" in capsys.readouterr().err
+
+
+def test_explain_refuses_data_with_other_classes(run, capsys):
+    assert _explain(run, "--synth-classes", "4") == 2
+    assert "4 classes that differ from the checkpoint's 3" in capsys.readouterr().err

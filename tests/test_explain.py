@@ -2,13 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scenelab.config import ModelConfig
+from scenelab.config import ExplainConfig, ModelConfig
 from scenelab.explain import (
     attention_rollout,
     default_cam_layer,
     grad_cam,
     heat_overlay,
     integrated_gradients,
+    method_label,
     predict,
     red_overlay,
     saliency,
@@ -80,13 +81,13 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, images):
     cnn, images = cnn.float(), images.float()
     target = predict(cnn, images)
     torch.manual_seed(7)
-    ours = smoothgrad(cnn, images, objective="logit", samples=5, stdev=0.2)
+    ours = smoothgrad(cnn, images, objective="logit", samples=5, stdev=0.2, batch_size=3)
     torch.manual_seed(7)
     tunnel = captum_attr.NoiseTunnel(captum_attr.Saliency(cnn.eval()))
     theirs = tunnel.attribute(
         images, nt_type="smoothgrad", nt_samples=5, stdevs=0.2, target=target
     ).amax(1)
-    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)  # in chunks of 3 images
 
 
 def test_integrated_gradients_equals_captum(cnn, images):
@@ -197,3 +198,12 @@ def test_pointing_game_mask_energy_and_rank_correlation_known_answers():
     a = torch.rand(2, 5, 5)
     torch.testing.assert_close(rank_correlation(a, a), torch.ones(2, dtype=torch.float64))
     torch.testing.assert_close(rank_correlation(a, -a), -torch.ones(2, dtype=torch.float64))
+
+
+def test_method_label_records_the_settings_that_change_the_pictures():
+    assert method_label(ExplainConfig()) == "saliency-loss-max"
+    cfg = ExplainConfig(method="smoothgrad", samples=4, stdev=0.2, alpha=3, per_image=True)
+    assert method_label(cfg) == "smoothgrad-loss-max-n4-s0.2-a3-per-image"
+    assert (
+        method_label(ExplainConfig(method="grad_cam", layer="features.3")) == "grad_cam-features.3"
+    )

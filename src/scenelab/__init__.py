@@ -4,8 +4,27 @@ The public API, re-exported here; the command line (`scenelab ...`) is built on 
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from .config import (
+    DataConfig,
+    ExplainConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from .data import build_dataset, build_datasets, build_loader
+from .explain import (
+    attention_rollout,
+    compute_maps,
+    grad_cam,
+    heat_overlay,
+    integrated_gradients,
+    red_overlay,
+    saliency,
+    smoothgrad,
+)
+from .explain_score import score_methods
+from .metrics import mask_energy, pointing_game
 from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
 from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_epoch
@@ -13,24 +32,36 @@ from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_ep
 __all__ = [
     "MODELS",
     "DataConfig",
+    "ExplainConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
     "UnfoldConv2d",
+    "attention_rollout",
     "build_dataset",
     "build_datasets",
     "build_loader",
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "compute_maps",
+    "conv2d_unfold",
     "count_flops",
     "count_parameters",
-    "conv2d_unfold",
     "evaluate",
     "fit",
-    "load_pretrained",
+    "grad_cam",
+    "heat_overlay",
+    "integrated_gradients",
     "load_checkpoint",
+    "load_pretrained",
+    "mask_energy",
+    "pointing_game",
+    "red_overlay",
+    "saliency",
     "save_checkpoint",
+    "score_methods",
+    "smoothgrad",
     "train_one_epoch",
 ]

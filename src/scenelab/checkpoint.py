@@ -14,6 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import RunConfig
+from .models import build_model
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
@@ -70,3 +73,19 @@ def load_model_state(
             f"{path} ({saved}, {len(state['classes'])} classes) does not fit this {model_name} "
             f"model: {first}"
         ) from None
+
+
+def trained_model(
+    state: dict[str, Any], path: str | Path, data_overrides: dict[str, Any] | None = None
+) -> tuple[nn.Module, RunConfig]:
+    """The checkpoint's model with its trained weights, in eval mode, and the run's config with
+    `data_overrides` applied (to evaluate on other data or at another size).
+
+    The model is built as trained: a ViT's position table has the training resolution and
+    resizes itself to other inputs.
+    """
+    trained = RunConfig.from_dict(state["config"])
+    cfg = trained.override(data_overrides or {})
+    model = build_model(cfg.model, len(state["classes"]), trained.data.resolved_image_size)
+    load_model_state(model, state, cfg.model.model, path)
+    return model.eval(), cfg

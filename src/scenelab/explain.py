@@ -120,20 +120,26 @@ def smoothgrad(
     stdev: float = 0.1,
     objective: Objective = "loss",
     reduce: Reduce = "max",
+    batch_size: int = 256,
 ) -> Tensor:
     """SmoothGrad map (B, H, W): mean |gradient| over `samples` copies of each image with
     Gaussian noise of `stdev` (pixel units) added, then reduced over channels.
 
     The noise is drawn like captum's NoiseTunnel (one torch.normal call, copies of an image
-    adjacent), so the same seed gives the same map.
+    adjacent), so the same seed gives the same map. Forward passes run `batch_size` noisy
+    images at a time.
     """
     target = _setup(model, x, target)
-    B = len(x)
     noisy = x.repeat_interleave(samples, 0)  # (B * samples, 3, H, W), image-major
     noisy = noisy + torch.normal(0, torch.full_like(noisy, stdev))
+    targets = target.repeat_interleave(samples)
     with eval_mode(model):
-        grad = input_gradient(model, noisy, target.repeat_interleave(samples), objective)
-    return reduce_channels(grad.abs().view(B, samples, *x.shape[1:]).mean(1), reduce)
+        grad = torch.cat([
+            input_gradient(model, noisy[i : i + batch_size], targets[i : i + batch_size],
+                           objective).abs_()
+            for i in range(0, len(noisy), batch_size)
+        ])  # fmt: skip
+    return reduce_channels(grad.view(len(x), samples, *x.shape[1:]).mean(1), reduce)
 
 
 def integrated_gradients(
@@ -299,7 +305,8 @@ def compute_maps(
 
 
 def method_label(cfg: ExplainConfig) -> str:
-    """A folder name that records the method's settings, e.g. `smoothgrad-loss-max-n16-s0.1`."""
+    """A folder name that records the method's settings, e.g. `smoothgrad-loss-max-n16-s0.1`,
+    and the red overlay's where they differ from the course's (`a3`, `per-image`)."""
     settings = {
         "saliency": [cfg.objective, cfg.reduce],
         "smoothgrad": [cfg.objective, cfg.reduce, f"n{cfg.samples}", f"s{cfg.stdev:g}"],
@@ -307,4 +314,8 @@ def method_label(cfg: ExplainConfig) -> str:
         "grad_cam": [cfg.layer or "last"],
         "attention_rollout": [],
     }[cfg.method]
+    if cfg.alpha != ExplainConfig.alpha:  # the red overlay's settings, where not the course's
+        settings.append(f"a{cfg.alpha:g}")
+    if cfg.per_image:
+        settings.append("per-image")
     return "-".join([cfg.method, *settings])

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from .config import EXPLAIN_METHODS, ExplainConfig
 from .explain import compute_maps, is_vit, predict
 from .metrics import mask_energy, pointing_game, rank_correlation
+from .tracking import Console
 
 SANITY_MAX_CORRELATION = 0.5  # above this mean rank correlation, a method fails the check
 
@@ -58,6 +59,7 @@ def score_method(
     cfg: ExplainConfig,
     *,
     device: torch.device,
+    console: Console | None = None,
 ) -> MethodScore:
     """Scores of `cfg.method` over the (image, label, mask) batches of `loader`.
 
@@ -65,6 +67,7 @@ def score_method(
     """
     pointing, energy, chance, corr, n = [], [], [], [], 0
     start = time.perf_counter()
+    progress = (console or Console()).progress(len(loader), cfg.method)
     for x, _, masks in loader:
         x, masks = x.to(device), masks.to(device).bool()
         if masks.ndim == 4:
@@ -79,6 +82,8 @@ def score_method(
         chance.append(masks.flatten(1).double().mean(1))
         corr.append(rank_correlation(maps, random_maps))
         n += len(x)
+        progress.step()
+    progress.close()
     return MethodScore(
         method=cfg.method,
         images=n,
@@ -97,9 +102,12 @@ def score_methods(
     cfg: ExplainConfig,
     *,
     device: torch.device,
+    console: Console | None = None,
 ) -> list[MethodScore]:
     """`score_method` for every method that applies to the model, with `cfg`'s settings."""
     return [
-        score_method(model, randomised, loader, replace(cfg, method=m), device=device)
+        score_method(
+            model, randomised, loader, replace(cfg, method=m), device=device, console=console
+        )  # fmt: skip
         for m in applicable_methods(model)
     ]

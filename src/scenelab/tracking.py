@@ -136,8 +136,9 @@ class _LineProgress(Progress):
         if self.n % self.every and self.n != self.total:
             return
         rate = self.n / max(time.perf_counter() - self.start, 1e-9)
-        values = " ".join(f"{k} {v:.4g}" for k, v in (metrics() if metrics else {}).items())
-        self.stream.write(f"{self.desc} {self.n}/{self.total} {values} ({rate:.1f} it/s)\n")
+        values = [f"{k} {v:.4g}" for k, v in (metrics() if metrics else {}).items()]
+        line = " ".join([self.desc, f"{self.n}/{self.total}", *values, f"({rate:.1f} it/s)"])
+        self.stream.write(line + "\n")
         self.stream.flush()
 
 

@@ -1,10 +1,11 @@
-"""`scenelab bench conv|models`: benchmark tables printed, with ratios measured in the same run."""
+"""`scenelab bench conv|models|explain`: tables printed, with ratios measured in the same run."""
 
 import argparse
 import csv
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,10 +16,16 @@ from ..config import ConvBenchConfig, ExplainBenchConfig, ModelsBenchConfig
 from .flags import add_config_flags, given
 
 
-def cmd_bench_conv(args: argparse.Namespace) -> int:
-    cfg = ConvBenchConfig(**given(args, ConvBenchConfig))
+def _config_and_device(args: argparse.Namespace, cls: type) -> tuple[Any, torch.device]:
+    """The bench's config from the flags given, and its device, set up."""
+    cfg = cls(**given(args, cls))
     device = runtime.pick_device(cfg.device)
     runtime.setup(device)
+    return cfg, device
+
+
+def cmd_bench_conv(args: argparse.Namespace) -> int:
+    cfg, device = _config_and_device(args, ConvBenchConfig)
     print(
         f"Benchmark: {cfg.model} training steps, batch {cfg.batch_size}, {cfg.image_size} px, "
         f"{cfg.num_classes} classes, on {device} ({torch.get_num_threads()} threads), "
@@ -43,10 +50,8 @@ def cmd_bench_conv(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_models(args: argparse.Namespace) -> int:
-    cfg = ModelsBenchConfig(**given(args, ModelsBenchConfig))
+    cfg, device = _config_and_device(args, ModelsBenchConfig)
     names = models.model_names(cfg)
-    device = runtime.pick_device(cfg.device)
-    runtime.setup(device)
     print(
         f"Benchmark: training steps of {', '.join(names)} at {', '.join(map(str, cfg.sizes))} px, "
         f"batch {cfg.batch_size}, {cfg.num_classes} classes, on {device} "
@@ -73,9 +78,7 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_explain(args: argparse.Namespace) -> int:
-    cfg = ExplainBenchConfig(**given(args, ExplainBenchConfig))
-    device = runtime.pick_device(cfg.device)
-    runtime.setup(device)
+    cfg, device = _config_and_device(args, ExplainBenchConfig)
     print(
         f"Benchmark: saliency methods, scenelab vs captum, {cfg.model} on a batch of "
         f"{cfg.batch_size} at {cfg.image_size} px, on {device} ({torch.get_num_threads()} "

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,26 +10,17 @@ import torch
 
 from .. import runtime
 from ..bench import format_table
-from ..checkpoint import load_checkpoint, load_model_state
+from ..checkpoint import load_checkpoint, trained_model
 from ..config import DataConfig, ExplainConfig, RunConfig
-from ..data import DatasetError, build_dataset, build_loader
+from ..data import DatasetError, build_dataset, build_loader, check_classes
 from ..data.decode import decode_rgb
 from ..data.transforms import eval_transform
 from ..explain import compute_maps, method_label, predict, red_overlay
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
 from ..models import build_model
 from ..report import explain_grid, figure_pixels, new_folder
-from ..tracking import RunDir, Tracker
-from .flags import add_config_flags, given
-
-
-def _model(args, checkpoint, device):
-    """The checkpoint's model in eval mode, its data config (flags applied) and image size."""
-    trained = RunConfig.from_dict(checkpoint["config"])
-    cfg = trained.override(given(args, DataConfig))
-    model = build_model(cfg.model, len(checkpoint["classes"]), trained.data.resolved_image_size)
-    load_model_state(model, checkpoint, cfg.model.model, args.checkpoint)
-    return model.to(device).eval(), cfg
+from ..tracking import Console, RunDir, Tracker
+from .flags import add_checkpoint_flags, add_config_flags, given
 
 
 def _files(paths: list[str], size: int) -> torch.Tensor:
@@ -59,7 +51,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     ecfg = ExplainConfig(**given(args, ExplainConfig))
     device = runtime.pick_device(args.device)
     runtime.setup(device)
-    model, cfg = _model(args, checkpoint, device)
+    model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
+    model = model.to(device)
     classes, run = checkpoint["classes"], RunDir(Path(args.checkpoint).resolve().parent.parent)
     parent = Path(args.out) if args.out else run.root / "explain"
     if args.score:
@@ -67,7 +60,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.images:
         images, labels = _files(args.images, cfg.data.resolved_image_size), None
     else:
-        dataset, _ = build_dataset(cfg.data, "val")
+        dataset, data_classes = build_dataset(cfg.data, "val")
+        check_classes(data_classes, classes, cfg.data.data)
         images, labels = _select(model, dataset, cfg, ecfg, device)
     images = images.to(device)
     preds = predict(model, images)
@@ -108,15 +102,18 @@ def _write_pictures(out: Path, images, maps, overlays, titles, names) -> torch.T
 
 
 def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path, device) -> int:
-    dataset, _ = build_dataset(cfg.data, "val", with_masks=True)
+    dataset, data_classes = build_dataset(cfg.data, "val", with_masks=True)
+    check_classes(data_classes, checkpoint["classes"], cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
     torch.manual_seed(ecfg.seed)
-    randomised = build_model(cfg.model, len(checkpoint["classes"]), cfg.data.resolved_image_size)
+    size = RunConfig.from_dict(checkpoint["config"]).data.resolved_image_size  # as trained
+    randomised = build_model(cfg.model, len(checkpoint["classes"]), size)
     randomised = randomised.to(device).eval()
     print(
         f"Scoring saliency methods on {len(dataset)} validation images with masks ...", flush=True
     )
-    scores = score_methods(model, randomised, loader, ecfg, device=device)
+    console = Console(sys.stdout, log_every=max(1, len(loader) // 4))
+    scores = score_methods(model, randomised, loader, ecfg, device=device, console=console)
     rows = [
         [s.method, f"{s.pointing_game:.1f}", f"{s.mask_energy:.1f}", f"{s.chance_energy:.1f}",
          f"{s.randomised_rank_corr:.2f}", "pass" if s.passes_sanity else "FAIL",
@@ -140,10 +137,8 @@ def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path,
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="saliency maps and overlays; --score for their quality")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)")
+    add_checkpoint_flags(p, "explain")
     p.add_argument("--images", nargs="+", help="image files to explain instead of val images")
     p.add_argument("--score", action="store_true", help="score every method against masks")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--out", help="output folder (default: <run>/explain/)")
     add_config_flags(p, ExplainConfig, DataConfig)
     p.set_defaults(func=cmd_explain)

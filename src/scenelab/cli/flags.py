@@ -29,7 +29,9 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
             kind = field_kind(hints[f.name])
             kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
             default = "the model's" if f.metadata.get("arch") else f.default
-            kwargs["help"] = f"{f.metadata['help']} (default: {default})"
+            kwargs["help"] = f.metadata["help"]
+            if "default" not in kwargs["help"]:  # the help may say it better
+                kwargs["help"] += f" (default: {default})"
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
             elif kind is tuple:
@@ -38,6 +40,15 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
                 kwargs["type"] = kind
                 kwargs["choices"] = choices.get(f.name, f.metadata.get("choices"))
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def add_checkpoint_flags(parser: argparse.ArgumentParser, results: str) -> None:
+    """The flags shared by the commands that read a trained model (eval, explain, attack)."""
+    parser.add_argument(
+        "--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--out", help=f"output folder (default: <run>/{results}/)")
 
 
 def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from .. import runtime
-from ..checkpoint import load_checkpoint, load_model_state
+from ..checkpoint import load_checkpoint, load_model_state, trained_model
 from ..config import SECTIONS, DataConfig, RunConfig
-from ..data import DatasetError, build_dataset, build_datasets, build_loader
+from ..data import build_dataset, build_datasets, build_loader, check_classes
 from ..models import (
     build_model,
     count_parameters,
@@ -23,7 +23,7 @@ from ..models import (
 from ..report import write_evaluation
 from ..tracking import Console, RunDir, Tracker
 from ..train import FitState, build_optimizer, build_scheduler, evaluate, fit
-from .flags import add_config_flags, given, load_yaml
+from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"device", "workers", "log_every", "stop_after"}
@@ -156,20 +156,12 @@ def _summary(cfg: RunConfig, state: FitState, params: int, device) -> dict[str, 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
-    trained = RunConfig.from_dict(checkpoint["config"])
-    cfg = trained.override(given(args, DataConfig))
     device = runtime.pick_device(args.device)
     runtime.setup(device)
-    classes = checkpoint["classes"]
+    model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
+    model, classes = model.to(device), checkpoint["classes"]
     dataset, data_classes = build_dataset(cfg.data, args.split)
-    if data_classes != classes:
-        raise DatasetError(
-            f"the {cfg.data.data} data has {len(data_classes)} classes that differ "
-            f"from the checkpoint's {len(classes)}; evaluate on the same classes"
-        )
-    # The model as trained (a ViT's position table has the training size; it resizes itself).
-    model = build_model(cfg.model, len(classes), trained.data.resolved_image_size).to(device)
-    load_model_state(model, checkpoint, cfg.model.model, args.checkpoint)
+    check_classes(data_classes, classes, cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
     print(
         f"Evaluating {args.checkpoint} on {len(dataset)} {args.split} images"
@@ -199,10 +191,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per-class, confusion")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)")
+    add_checkpoint_flags(p, "eval")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--out", help="output folder (default: <run>/eval/)")
     add_config_flags(p, DataConfig)
     p.set_defaults(func=cmd_eval)

@@ -15,7 +15,7 @@ from .miniplaces import MiniPlaces
 from .synthetic import SyntheticScenes
 from .transforms import eval_transform, train_transform
 
-__all__ = ["DatasetError", "build_dataset", "build_datasets", "build_loader"]
+__all__ = ["DatasetError", "build_dataset", "build_datasets", "build_loader", "check_classes"]
 
 
 def _require_root(cfg: DataConfig) -> str:
@@ -45,7 +45,10 @@ def build_dataset(
         dataset = MiniPlaces(_require_root(cfg), split, transform=transform, with_masks=with_masks)
     elif cfg.data == "folder":
         if with_masks:
-            raise DatasetError("folder datasets have no object masks")
+            raise DatasetError(
+                "folder datasets have no object masks; use the synthetic scenes or a "
+                "MiniPlaces-layout root with masks/ (scenelab data synth writes one)"
+            )
         dataset = image_folder(_require_root(cfg), split, transform)
     else:
         raise DatasetError(f"unknown data source {cfg.data!r}")
@@ -53,6 +56,15 @@ def build_dataset(
     if cfg.limit and split != "train" and cfg.limit < len(dataset):
         dataset = Subset(dataset, range(cfg.limit))
     return dataset, classes
+
+
+def check_classes(data_classes: list[str], trained_classes: list[str], source: str) -> None:
+    """Refuse data whose class list differs from the one a model was trained on."""
+    if data_classes != trained_classes:
+        raise DatasetError(
+            f"the {source} data has {len(data_classes)} classes that differ from the "
+            f"checkpoint's {len(trained_classes)}; use data with the classes it was trained on"
+        )
 
 
 def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
