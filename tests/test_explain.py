@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from scenelab.config import ExplainConfig, ModelConfig
 from scenelab.explain import (
     attention_rollout,
+    compute_maps,
     default_cam_layer,
     grad_cam,
     heat_overlay,
@@ -15,8 +16,9 @@ from scenelab.explain import (
     saliency,
     smoothgrad,
 )
+from scenelab.explain_score import applicable_methods
 from scenelab.metrics import mask_energy, pointing_game, rank_correlation
-from scenelab.models import SimpleNet, VisionTransformer, build_model
+from scenelab.models import MODELS, SimpleNet, VisionTransformer, build_model
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -207,3 +209,13 @@ def test_method_label_records_the_settings_that_change_the_pictures():
     assert (
         method_label(ExplainConfig(method="grad_cam", layer="features.3")) == "grad_cam-features.3"
     )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_gets_a_map_from_each_method_that_applies(name):
+    model = build_model(ModelConfig(model=name), 5, 32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    for method in applicable_methods(model):
+        maps = compute_maps(model, x, ExplainConfig(method=method, samples=2, steps=2))
+        assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all() and (maps >= 0).all()
+        assert maps.flatten(1).amax(1).gt(0).all(), method  # not blank
