@@ -75,17 +75,19 @@ def load_model_state(
         ) from None
 
 
+def fresh_model(state: dict[str, Any]) -> nn.Module:
+    """The checkpoint's architecture, freshly initialised (random weights), built as trained:
+    a ViT's position table has the training resolution and resizes itself to other inputs."""
+    trained = RunConfig.from_dict(state["config"])
+    return build_model(trained.model, len(state["classes"]), trained.data.resolved_image_size)
+
+
 def trained_model(
     state: dict[str, Any], path: str | Path, data_overrides: dict[str, Any] | None = None
 ) -> tuple[nn.Module, RunConfig]:
     """The checkpoint's model with its trained weights, in eval mode, and the run's config with
-    `data_overrides` applied (to evaluate on other data or at another size).
-
-    The model is built as trained: a ViT's position table has the training resolution and
-    resizes itself to other inputs.
-    """
-    trained = RunConfig.from_dict(state["config"])
-    cfg = trained.override(data_overrides or {})
-    model = build_model(cfg.model, len(state["classes"]), trained.data.resolved_image_size)
+    `data_overrides` applied (to evaluate on other data or at another size)."""
+    cfg = RunConfig.from_dict(state["config"]).override(data_overrides or {})
+    model = fresh_model(state)
     load_model_state(model, state, cfg.model.model, path)
     return model.eval(), cfg

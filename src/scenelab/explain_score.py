@@ -108,6 +108,6 @@ def score_methods(
     return [
         score_method(
             model, randomised, loader, replace(cfg, method=m), device=device, console=console
-        )  # fmt: skip
+        )
         for m in applicable_methods(model)
     ]

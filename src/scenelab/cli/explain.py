@@ -10,14 +10,13 @@ import torch
 
 from .. import runtime
 from ..bench import format_table
-from ..checkpoint import load_checkpoint, trained_model
+from ..checkpoint import fresh_model, load_checkpoint, trained_model
 from ..config import DataConfig, ExplainConfig, RunConfig
 from ..data import DatasetError, build_dataset, build_loader, check_classes
 from ..data.decode import decode_rgb
 from ..data.transforms import eval_transform
 from ..explain import compute_maps, method_label, predict, red_overlay
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
-from ..models import build_model
 from ..report import explain_grid, figure_pixels, new_folder
 from ..tracking import Console, RunDir, Tracker
 from .flags import add_checkpoint_flags, add_config_flags, given
@@ -106,9 +105,7 @@ def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path,
     check_classes(data_classes, checkpoint["classes"], cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
     torch.manual_seed(ecfg.seed)
-    size = RunConfig.from_dict(checkpoint["config"]).data.resolved_image_size  # as trained
-    randomised = build_model(cfg.model, len(checkpoint["classes"]), size)
-    randomised = randomised.to(device).eval()
+    randomised = fresh_model(checkpoint).to(device).eval()
     print(
         f"Scoring saliency methods on {len(dataset)} validation images with masks ...", flush=True
     )
