@@ -17,8 +17,6 @@ predicted class, takes gradients with torch.autograd.grad on the input (paramete
 untouched), and computes each image's map from that image alone.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -26,34 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attack import check_pixels, eval_mode
 from .config import ExplainConfig
 from .models import MultiScaleViT, Normalize, VisionTransformer
 
 Reduce = Literal["max", "sum", "l2"]
 Objective = Literal["loss", "logit"]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def check_pixels(x: Tensor) -> None:
-    """Refuse images outside [0, 1]: they are usually already normalised."""
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(x.shape)}")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < 0 or hi > 1:
-        raise ValueError(
-            f"images must be pixels in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); pass images "
-            "before normalisation: every scenelab model normalises its input itself"
-        )
 
 
 @torch.no_grad()
