@@ -8,19 +8,26 @@ robustness's threat-model objects; gradients come from `torch.autograd.grad` on 
 parameter `.grad` is untouched, and the model runs in eval mode and gets its modes back.
 """
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .metrics import RunningSums, correct_topk
 from .models.layers import Normalize
+from .tracking import Console
 
 Norm = Literal["linf", "l2"]
 # (logits of the current images, true labels) -> target classes
 TargetFn = Callable[[Tensor, Tensor], Tensor]
+# (model, images, true labels, targets or None) -> adversarial images
+Perturb = Callable[[nn.Module, Tensor, Tensor, Tensor | None], Tensor]
 
 
 @contextmanager
@@ -58,6 +65,27 @@ def random_target(y: Tensor, num_classes: int, generator: torch.Generator | None
     """A uniformly random class other than `y` for each image (B,)."""
     offset = torch.randint(1, num_classes, y.shape, generator=generator, device="cpu")
     return (y + offset.to(y.device)) % num_classes
+
+
+def pick_target(
+    mode: str,
+    logits: Tensor,
+    y: Tensor,
+    *,
+    include_true: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
+    """Targets for `mode` none (None: untargeted), least-likely or random, from clean logits;
+    `include_true` lets the target be the true class (the course's argmin knows no labels)."""
+    if mode == "none":
+        return None
+    if mode == "least-likely":
+        return least_likely_target(logits, None if include_true else y)
+    if mode == "random":
+        if include_true:
+            return torch.randint(logits.shape[1], y.shape, generator=generator).to(y.device)
+        return random_target(y, logits.shape[1], generator)
+    raise ValueError(f"target must be none, least-likely or random, got {mode!r}")
 
 
 def input_std(model: nn.Module) -> Tensor:
@@ -212,3 +240,79 @@ def fgsm(
     fast gradient method: one step along the normalised gradient)."""
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, norm=norm, target=target,
                random_start=False, clamp=clamp)  # fmt: skip
+
+
+@dataclass
+class AttackResult:
+    """Accuracies and success rate in percent; perturbation sizes are means in pixel units."""
+
+    images: int
+    clean_acc1: float
+    clean_acc5: float
+    adv_acc1: float
+    adv_acc5: float
+    success: float  # adversarial prediction == target (NaN when untargeted)
+    linf: float
+    l2: float
+    seconds: float
+    # The first `keep` images: x, x_adv, y, clean_pred, adv_pred and target (when targeted).
+    examples: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def metrics(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if k != "examples"}
+
+
+def evaluate_attack(
+    model: nn.Module,
+    loader,
+    perturb: Perturb,
+    *,
+    device: torch.device,
+    targets: Callable[[Tensor, Tensor], Tensor | None] | None = None,
+    keep: int = 0,
+    console: Console | None = None,
+) -> AttackResult:
+    """Clean and adversarial top-1/top-5 over the (image, label) batches of `loader`.
+
+    `targets(clean_logits, y)` picks each batch's targets (None: untargeted); `perturb` makes
+    the adversarial images. The model is evaluated in eval mode.
+    """
+    sums, kept = RunningSums(), []
+    progress = (console or Console()).progress(len(loader), "attack")
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with eval_mode(model), torch.no_grad():
+            clean = model(x)
+        target = targets(clean, y) if targets is not None else None
+        x_adv = perturb(model, x, y, target)
+        with eval_mode(model), torch.no_grad():
+            adv = model(x_adv)
+        delta = (x_adv - x).flatten(1)
+        stats = dict(zip(("clean_acc1", "clean_acc5"), correct_topk(clean, y), strict=True))
+        stats |= dict(zip(("adv_acc1", "adv_acc5"), correct_topk(adv, y), strict=True))
+        if target is not None:
+            stats["success"] = (adv.argmax(1) == target).sum()
+        sums.add(len(y), **stats, linf=delta.abs().amax(1).sum(), l2=delta.norm(dim=1).sum())
+        if sum(len(k["y"]) for k in kept) < keep:
+            batch = dict(x=x, x_adv=x_adv, y=y, clean_pred=clean.argmax(1), adv_pred=adv.argmax(1))
+            if target is not None:
+                batch["target"] = target
+            kept.append({k: v.detach().cpu() for k, v in batch.items()})
+        progress.step(lambda: {"adv_acc1": 100 * sums.means()["adv_acc1"]})
+    progress.close()
+    means = sums.means({k: 100.0 for k in ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5",
+                                            "success")})  # fmt: skip
+    examples = {k: torch.cat([b[k] for b in kept])[:keep] for k in kept[0]} if kept else {}
+    return AttackResult(
+        images=sums.count,
+        clean_acc1=means["clean_acc1"],
+        clean_acc5=means["clean_acc5"],
+        adv_acc1=means["adv_acc1"],
+        adv_acc5=means["adv_acc5"],
+        success=means.get("success", math.nan),
+        linf=means["linf"],
+        l2=means["l2"],
+        seconds=time.perf_counter() - start,
+        examples=examples,
+    )

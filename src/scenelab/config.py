@@ -170,6 +170,68 @@ class ExplainBenchConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
+ATTACK_TARGETS = ("none", "least-likely", "random")
+# The course template's attack: PGD towards the least-likely class of the clean logits (no
+# labels involved), in normalised units, projected onto the ball only, from the clean image.
+ATTACK_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "course": dict(attack="pgd", norm="linf", eps=0.1, alpha=0.01, steps=10, units="normalized",
+                   target="least-likely", include_true=True, random_start=False, clamp=False),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    preset: str = _opt(
+        "none",
+        "course: the course template's attack (PGD-10 to the least-likely "
+        "class, eps 0.1 and step 0.01 in normalised units, no random start, no "
+        "clamp); flags given with it override it",
+        choices=tuple(ATTACK_PRESETS),
+    )
+    attack: str = _opt("pgd", "attack", choices=("pgd", "fgsm"))
+    norm: str = _opt("linf", "threat model: L-infinity or L2 ball", choices=("linf", "l2"))
+    eps: float = _opt(8 / 255, "ball radius in --units (fractions such as 8/255 accepted)")
+    alpha: float | None = _opt(None, "PGD step in --units (default: 2.5 x eps / steps)")
+    steps: int = _opt(10, "PGD iterations")
+    target: str = _opt(
+        "none",
+        "none (untargeted), the least-likely class or a random other class",
+        choices=ATTACK_TARGETS,
+    )
+    retarget: bool = _opt(
+        False,
+        "least-likely: re-pick the target from each step's logits "
+        "instead of fixing it from the clean ones",
+    )
+    include_true: bool = _opt(
+        False, "targets may be the true class (the course's argmin uses no labels)"
+    )
+    random_start: bool = _opt(True, "PGD: start from a random point of the ball")
+    restarts: int = _opt(1, "PGD runs from new random starts; each image keeps its strongest")
+    clamp: bool = _opt(True, "keep adversarial images in [0, 1]")
+    units: str = _opt(
+        "pixels",
+        "units of --eps and --alpha: pixels ([0, 1]) or normalized (x the "
+        "model's per-channel std, as the course's)",
+        choices=("pixels", "normalized"),
+    )
+    eps_sweep: str = _opt("", "robust accuracy at each eps, e.g. 0,1/255,2/255,4/255,8/255")
+    num: int = _opt(8, "images in the picture grid")
+    seed: int = _opt(0, "seed for random starts and random targets")
+
+    def step_size(self, eps: float) -> float:
+        return self.alpha if self.alpha is not None else 2.5 * eps / self.steps
+
+    def sweep(self) -> list[float]:
+        try:
+            return [parse_number(v) for v in self.eps_sweep.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(
+                f"--eps-sweep expects numbers such as 0,1/255,2/255, got {self.eps_sweep!r}"
+            ) from None
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -248,6 +310,16 @@ def parse_ints(value: Any) -> tuple[int, ...]:
     return tuple(int(float(v)) for v in value)
 
 
+def parse_number(value: Any) -> float:
+    """A float from 0.03, "0.03" or a fraction such as "8/255"."""
+    if isinstance(value, str) and "/" in value:
+        num, den = (float(v) for v in value.split("/", 1))
+        if den == 0:
+            raise ValueError(f"zero denominator in {value!r}")
+        return num / den
+    return float(value)
+
+
 def _coerce(f: Field, hint: Any, value: Any) -> Any:
     """Check a value from YAML or a checkpoint against the field's type (YAML reads 1e-3 as str)."""
     kind = field_kind(hint)
@@ -265,7 +337,7 @@ def _coerce(f: Field, hint: Any, value: Any) -> Any:
             raise ValueError
         if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
             raise ValueError
-        value = kind(value) if kind in (int, float) else value
+        value = parse_number(value) if kind is float else kind(value) if kind is int else value
     except (TypeError, ValueError):
         raise ValueError(
             f"config key {f.name!r}: expected {kind.__name__}, got {value!r}"

@@ -69,33 +69,64 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
     plt.close(fig)
 
 
-def explain_grid(
-    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
-):
-    """A matplotlib figure: one row per image (image, map, overlay), each titled.
+def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
+    """A matplotlib figure: one row per image, one column per entry of `columns` (its key is
+    the header), each cell titled by `titles[row][col]`.
 
-    images and overlays (N, 3, H, W) in [0, 1]; maps (N, H, W). The caller saves and closes it.
+    A column holds images (N, 3, H, W) in [0, 1], or maps (N, H, W) drawn with a colour map.
+    The caller saves and closes the figure.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.3 * n + 0.2), squeeze=False)
-    for row, (image, m, overlay, title) in enumerate(
-        zip(images, maps, overlays, titles, strict=True)
-    ):
-        panels = [image.permute(1, 2, 0), m, overlay.permute(1, 2, 0)]
-        for col, panel in enumerate(panels):
+    n, k = len(titles), len(columns)
+    fig, axes = plt.subplots(n, k, figsize=(2.2 * k, 2.3 * n + 0.3), squeeze=False)
+    for col, (header, panels) in enumerate(columns.items()):
+        for row in range(n):
+            panel = panels[row].detach().cpu()
             ax = axes[row, col]
-            ax.imshow(panel.detach().cpu().numpy(), cmap="inferno" if col == 1 else None)
+            if panel.ndim == 3:
+                ax.imshow(panel.permute(1, 2, 0).numpy())
+            else:
+                ax.imshow(panel.numpy(), cmap="inferno")
             ax.set_axis_off()
-        axes[row, 0].set_title(title, fontsize=8, loc="left")
-    for col, name in enumerate(("image", "map", "overlay")):
-        axes[0, col].set_title(axes[0, col].get_title() if col == 0 else name, fontsize=8)
+            title = titles[row][col]
+            ax.set_title(f"{header}\n{title}" if row == 0 else title, fontsize=8, loc="left")
     fig.tight_layout()
     return fig
+
+
+def explain_grid(
+    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
+):
+    """One row per image (image, map, overlay), titled with `titles` (true/predicted class)."""
+    columns = {"image": images, "map": maps, "overlay": overlays}
+    return image_grid(columns, [[t, "", ""] for t in titles])
+
+
+def plot_robustness(rows: list[dict[str, Any]], path: Path, *, units: str = "pixels") -> None:
+    """Adversarial top-1 against epsilon, a line per model (rows: model, eps, adv_acc1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale, label = (255, "epsilon (grey levels, x/255)") if units == "pixels" else (
+        1, "epsilon (normalised units)")  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-", label=name)
+    ax.set_xlabel(label)
+    ax.set_ylabel("top-1 under attack (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def figure_pixels(fig) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from ..config import field_kind, parse_ints
+from ..config import field_kind, parse_ints, parse_number
 from ..models import CONV_LAYERS
 
 
@@ -16,6 +16,15 @@ def _ints(text: str) -> tuple[int, ...]:
         return parse_ints(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers such as 1,3, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return parse_number(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number such as 0.03 or 8/255, got {text!r}"
+        ) from None
 
 
 def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
@@ -37,7 +46,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
             elif kind is tuple:
                 kwargs.update(type=_ints, metavar="N,N")
             else:
-                kwargs["type"] = kind
+                kwargs["type"] = _number if kind is float else kind
                 kwargs["choices"] = choices.get(f.name, f.metadata.get("choices"))
             group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
