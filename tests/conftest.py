@@ -59,3 +59,15 @@ TINY_TRAIN = [
     "--log-every",
     "1",
 ]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory) -> Path:
+    """The run folder of a tiny training run (3 synthetic classes, 32 px), shared by the
+    tests of the commands that read a checkpoint; each writes into its own subfolder."""
+    from scenelab.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY_TRAIN, "--out-dir", str(out)]) == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder

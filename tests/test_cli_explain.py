@@ -1,20 +1,9 @@
 import csv
 
-import pytest
 import torch
 from torchvision.io import write_png
 
 from scenelab.cli import main
-
-from conftest import TINY_TRAIN
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(["train", *TINY_TRAIN, "--out-dir", str(out)]) == 0
-    (folder,) = [p for p in out.iterdir() if p.is_dir()]
-    return folder
 
 
 def _explain(run, *flags):

@@ -106,7 +106,9 @@ def explain_grid(
     return image_grid(columns, [[t, "", ""] for t in titles])
 
 
-def plot_robustness(rows: list[dict[str, Any]], path: Path, *, units: str = "pixels") -> None:
+def plot_robustness(
+    rows: list[dict[str, Any]], path: Path, *, units: str = "pixels", title: str = ""
+) -> None:
     """Adversarial top-1 against epsilon, a line per model (rows: model, eps, adv_acc1)."""
     import matplotlib
 
@@ -121,6 +123,7 @@ def plot_robustness(rows: list[dict[str, Any]], path: Path, *, units: str = "pix
         ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-", label=name)
     ax.set_xlabel(label)
     ax.set_ylabel("top-1 under attack (%)")
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

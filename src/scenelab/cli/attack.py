@@ -48,6 +48,8 @@ def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
     def pixels(value: float) -> float | Tensor:
         return course_units(value, model) if cfg.units == "normalized" else value
 
+    if eps == 0:  # the clean images: a sweep's first point
+        return lambda m, x, y, t: x
     e, alpha = pixels(eps), pixels(cfg.step_size(eps))
     if cfg.attack == "fgsm":
         return lambda m, x, y, t: fgsm(m, x, y, eps=e, norm=cfg.norm, target=t, clamp=cfg.clamp)
@@ -60,11 +62,12 @@ def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
     )  # fmt: skip
 
 
-def _fmt(value: float, units: str) -> str:
-    """8/255 as `8-255` in pixel units when it is a whole number of grey levels, else `%g`."""
+def _fmt(value: float, units: str, sep: str = "-") -> str:
+    """8/255 as `8-255` (or `8/255`) in pixel units when it is a whole number of grey levels,
+    else `%g`."""
     grey = value * 255
     if units == "pixels" and value and abs(grey - round(grey)) < 1e-6:
-        return f"{round(grey)}-255"
+        return f"{round(grey)}{sep}255"
     return f"{value:g}"
 
 
@@ -174,7 +177,7 @@ def _write_sweep(out: Path, cfg: AttackConfig, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot_robustness(rows, out / "robustness.png", units=cfg.units)
+    plot_robustness(rows, out / "robustness.png", units=cfg.units, title=out.name)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
@@ -197,7 +200,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 rows.append({"model": name, "eps": eps, "adv_acc1": r.adv_acc1,
                              "adv_acc5": r.adv_acc5, "clean_acc1": r.clean_acc1,
                              "success": r.success, "linf": r.linf, "l2": r.l2})  # fmt: skip
-                print(f"{name} eps {_fmt(eps, cfg.units)}: adv top-1 {r.adv_acc1:.2f}%")
+                print(f"{name} eps {_fmt(eps, cfg.units, '/')}: adv top-1 {r.adv_acc1:.2f}%")
         out = new_folder(parent, attack_label(cfg, sweep=True))
         _write_sweep(out, cfg, rows)
         print(f"\nResults: {out}  (robustness.csv, robustness.png)")
