@@ -76,3 +76,21 @@ def test_bad_settings_are_refused_with_the_reason(run, capsys):
     assert "--target least-likely" in capsys.readouterr().err
     assert _attack(run, "--eps-sweep", "0,big") == 2
     assert "--eps-sweep expects numbers" in capsys.readouterr().err
+
+
+def test_bench_attack_times_ours_against_torchattacks_and_checks_agreement(capsys):
+    flags = ["--batch-size", "2", "--image-size", "32", "--num-classes", "5", "--steps", "2",
+             "--repeats", "1"]  # fmt: skip
+    assert main(["bench", "attack", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "scenelab/torchattacks" in out and "pixels differing %" in out
+    line = next(row for row in out.splitlines() if row.startswith("PGD-2 linf, least-likely"))
+    assert line.split()[-2:] == ["0", "0.000"]  # the same adversarial images
+
+
+def test_bench_attack_without_torchattacks_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import raises ImportError
+    assert main(["bench", "attack", "--batch-size", "2", "--image-size", "32"]) == 2
+    assert "pip install -e '.[test]'" in capsys.readouterr().err

@@ -232,6 +232,18 @@ class AttackConfig:
             ) from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class AttackBenchConfig:
+    model: str = _opt("simplenet", "registry model (randomly initialised)")
+    batch_size: int = _opt(32, "images per attack call")
+    image_size: int = _opt(64, "input resolution in pixels")
+    num_classes: int = _opt(100, "classes of the model's head (MiniPlaces: 100)")
+    steps: int = _opt(10, "PGD iterations")
+    eps: float = _opt(8 / 255, "L-infinity radius in pixel units (the L2 cases use 0.5)")
+    repeats: int = _opt(5, "timed calls per attack and library, alternating (median)")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,

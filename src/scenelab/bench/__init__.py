@@ -2,10 +2,12 @@
 
 The shared harness lives here: timed training steps, peak memory measured in fresh processes
 (so one variant's allocations cannot hide another's), ratios and plain-text tables. `conv`
-compares nn.Conv2d with the hand-written UnfoldConv2d; `models` measures every registry model.
+compares nn.Conv2d with the hand-written UnfoldConv2d; `models` measures every registry model;
+`explain` and `attack` time our saliency methods and attacks against captum's and torchattacks'.
 """
 
 import statistics
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -35,6 +37,23 @@ def timed_steps(
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
             optimizer.step()
         yield timer.seconds
+
+
+def paired_ms(
+    ours: Callable, theirs: Callable, arg: object, repeats: int, device: torch.device
+) -> tuple[float, float]:
+    """Median ms of `ours(arg)` and `theirs(arg)`, timed in alternating order after one
+    warm-up call each, so the machine's drift over the run falls on both alike. Warnings of
+    the reference libraries (captum's "did not already require gradients") are silenced."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(repeats + 1):
+        for k in (0, 1) if i % 2 == 0 else (1, 0):
+            with warnings.catch_warnings(), runtime.Timer(device) as timer:
+                warnings.simplefilter("ignore")
+                (ours, theirs)[k](arg)
+            if i > 0:  # the first round warms up
+                times[k].append(timer.seconds * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _memory_probe(run: Callable[[torch.device], object], device: str) -> float:

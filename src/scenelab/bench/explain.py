@@ -5,8 +5,6 @@ the ratio is the cost of the implementation alone. captum is the reference, inst
 test extra (`pip install -e '.[test]'`); it is not a runtime dependency.
 """
 
-import statistics
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,12 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import runtime
 from ..config import ExplainBenchConfig, ExplainConfig, ModelConfig
 from ..explain import compute_maps, default_cam_layer, is_vit, predict
 from ..explain_score import applicable_methods
 from ..models import build_model
-from . import format_table, ratio
+from . import format_table, paired_ms, ratio
 
 
 @dataclass(frozen=True)
@@ -55,25 +52,6 @@ def _captum_method(model: nn.Module, x: Tensor, cfg: ExplainBenchConfig, method:
     raise ValueError(f"captum has no counterpart of {method}")
 
 
-def _paired_ms(
-    ours: Callable, theirs: Callable, target: Tensor, repeats: int, device: torch.device
-) -> tuple[float, float]:
-    """Median ms of each, timed in alternating order after one warm-up call each, so the
-    machine's drift over the run falls on both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for i in range(repeats + 1):
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        for k in order:
-            with warnings.catch_warnings(), runtime.Timer(device) as timer:
-                warnings.filterwarnings(
-                    "ignore", "Input Tensor 0 did not already require gradients"
-                )
-                (ours, theirs)[k](target)
-            if i > 0:  # the first round warms up
-                times[k].append(timer.seconds * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
 def method_times(cfg: ExplainBenchConfig, device: torch.device) -> list[MethodTiming]:
     torch.manual_seed(0)
     model = build_model(ModelConfig(model=cfg.model), cfg.num_classes, cfg.image_size)
@@ -87,7 +65,7 @@ def method_times(cfg: ExplainBenchConfig, device: torch.device) -> list[MethodTi
         layer = default_cam_layer(model, x) if method == "grad_cam" else None  # found once
         ecfg = ExplainConfig(method=method, objective="logit", samples=cfg.samples,
                              steps=cfg.steps, layer=layer)  # fmt: skip
-        ours, theirs = _paired_ms(
+        ours, theirs = paired_ms(
             lambda t, e=ecfg: compute_maps(model, x, e, t),
             _captum_method(model, x, cfg, method),
             target,

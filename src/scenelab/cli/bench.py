@@ -1,4 +1,4 @@
-"""`scenelab bench conv|models|explain`: tables printed, with ratios measured in the same run."""
+"""`scenelab bench conv|models|explain|attack`: tables, with ratios measured in one run."""
 
 import argparse
 import csv
@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from .. import runtime
+from ..bench import attack as attack_bench
 from ..bench import conv, models
 from ..bench import explain as explain_bench
-from ..config import ConvBenchConfig, ExplainBenchConfig, ModelsBenchConfig
+from ..config import AttackBenchConfig, ConvBenchConfig, ExplainBenchConfig, ModelsBenchConfig
 from .flags import add_config_flags, given
 
 
@@ -90,6 +91,21 @@ def cmd_bench_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_attack(args: argparse.Namespace) -> int:
+    cfg, device = _config_and_device(args, AttackBenchConfig)
+    print(
+        f"Benchmark: attacks, scenelab vs torchattacks, {cfg.model} ({cfg.num_classes} classes) "
+        f"on a batch of {cfg.batch_size} at {cfg.image_size} px, on {device} "
+        f"({torch.get_num_threads()} threads); eps {cfg.eps * 255:g}/255 (L2: "
+        f"{attack_bench.L2_EPS}), step eps/4, no random start; median of {cfg.repeats} calls "
+        "each, alternating, after one warm-up\n",
+        flush=True,
+    )
+    print(attack_bench.table(attack_bench.attack_times(cfg, device)))
+    print(f"\n{attack_bench.NOTE}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
     benches = benches.add_subparsers(dest="bench", required=True)
@@ -102,3 +118,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = benches.add_parser("explain", help="saliency methods against captum's")
     add_config_flags(p, ExplainBenchConfig)
     p.set_defaults(func=cmd_bench_explain)
+    p = benches.add_parser("attack", help="PGD and FGSM against torchattacks'")
+    add_config_flags(p, AttackBenchConfig)
+    p.set_defaults(func=cmd_bench_attack)
