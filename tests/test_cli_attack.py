@@ -59,6 +59,9 @@ def test_eps_sweep_compares_two_checkpoints(run, tmp_path, capsys):
     assert float(first[2]["adv_acc1"]) <= float(first[0]["adv_acc1"])
     assert (out / "robustness.png").stat().st_size > 1000
     assert "eps 2/255" in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert "attack/sweep-pgd-linf-s2" in EventAccumulator(str(run / "tb")).Reload().Tags()["images"]
 
 
 def test_fgsm_l2_random_targets(run, tmp_path):

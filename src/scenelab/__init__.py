@@ -3,8 +3,17 @@
 The public API, re-exported here; the command line (`scenelab ...`) is built on it.
 """
 
+from .attack import (
+    course_units,
+    evaluate_attack,
+    fgsm,
+    least_likely_target,
+    pgd,
+    random_target,
+)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
+    AttackConfig,
     DataConfig,
     ExplainConfig,
     ModelConfig,
@@ -31,6 +40,7 @@ from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_ep
 
 __all__ = [
     "MODELS",
+    "AttackConfig",
     "DataConfig",
     "ExplainConfig",
     "ModelConfig",
@@ -49,15 +59,21 @@ __all__ = [
     "conv2d_unfold",
     "count_flops",
     "count_parameters",
+    "course_units",
     "evaluate",
+    "evaluate_attack",
+    "fgsm",
     "fit",
     "grad_cam",
     "heat_overlay",
     "integrated_gradients",
+    "least_likely_target",
     "load_checkpoint",
     "load_pretrained",
     "mask_energy",
+    "pgd",
     "pointing_game",
+    "random_target",
     "red_overlay",
     "saliency",
     "save_checkpoint",

@@ -191,7 +191,7 @@ class AttackConfig:
     )
     attack: str = _opt("pgd", "attack", choices=("pgd", "fgsm"))
     norm: str = _opt("linf", "threat model: L-infinity or L2 ball", choices=("linf", "l2"))
-    eps: float = _opt(8 / 255, "ball radius in --units (fractions such as 8/255 accepted)")
+    eps: float = _opt(8 / 255, "ball radius in --units (default: 8/255; fractions accepted)")
     alpha: float | None = _opt(None, "PGD step in --units (default: 2.5 x eps / steps)")
     steps: int = _opt(10, "PGD iterations")
     target: str = _opt(
@@ -239,7 +239,7 @@ class AttackBenchConfig:
     image_size: int = _opt(64, "input resolution in pixels")
     num_classes: int = _opt(100, "classes of the model's head (MiniPlaces: 100)")
     steps: int = _opt(10, "PGD iterations")
-    eps: float = _opt(8 / 255, "L-infinity radius in pixel units (the L2 cases use 0.5)")
+    eps: float = _opt(8 / 255, "L-infinity radius in pixels (default: 8/255; L2 cases: 0.5)")
     repeats: int = _opt(5, "timed calls per attack and library, alternating (median)")
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 

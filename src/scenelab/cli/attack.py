@@ -4,12 +4,14 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torchvision.io import ImageReadMode, decode_image
 
 from .. import runtime
 from ..attack import (
@@ -161,7 +163,9 @@ def _grid(results: list[tuple[str, AttackResult]], classes: list[str]):
     pairs = zip(first["y"].tolist(), first["clean_pred"].tolist(), strict=True)
     titles = [[f"true {classes[y]}\npredicted {classes[p]}"] for y, p in pairs]
     for (name, r), delta in zip(results, deltas, strict=True):
-        suffix = f" ({name})" if len(results) > 1 else ""
+        # The run's name without its time stamp (20261125-164215-demo -> demo), on a new line.
+        short = re.sub(r"^\d{8}-\d{6}-", "", name)
+        suffix = f"\n{short}" if len(results) > 1 else ""
         columns[f"adversarial{suffix}"] = r.examples["x_adv"].clamp(0, 1)  # --no-clamp
         columns[f"perturbation x{gain:.0f}{suffix}"] = (0.5 + gain * delta).clamp(0, 1)
         for i, row in enumerate(titles):
@@ -203,7 +207,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 print(f"{name} eps {_fmt(eps, cfg.units, '/')}: adv top-1 {r.adv_acc1:.2f}%")
         out = new_folder(parent, attack_label(cfg, sweep=True))
         _write_sweep(out, cfg, rows)
-        print(f"\nResults: {out}  (robustness.csv, robustness.png)")
+        with Tracker(run) as tracker:
+            plot = decode_image(str(out / "robustness.png"), mode=ImageReadMode.RGB)
+            tracker.images(f"attack/{out.name}", plot.float() / 255, 0)
+        print(f"\nResults: {out}  (robustness.csv, robustness.png; TensorBoard: attack/)")
         return 0
     results = [(name, _attack(cfg, model, loader, cfg.eps, device, keep=cfg.num))
                for name, model in models]  # fmt: skip
