@@ -220,6 +220,14 @@ class AttackConfig:
     num: int = _opt(8, "images in the picture grid")
     seed: int = _opt(0, "seed for random starts and random targets")
 
+    def __post_init__(self) -> None:
+        if self.units == "normalized" and self.norm != "linf":
+            raise ValueError("--units normalized gives per-channel radii: use it with --norm linf")
+        if self.retarget and (self.target != "least-likely" or self.attack != "pgd"):
+            raise ValueError(
+                "--retarget re-picks least-likely targets: use --attack pgd --target least-likely"
+            )
+
     def step_size(self, eps: float) -> float:
         return self.alpha if self.alpha is not None else 2.5 * eps / self.steps
 

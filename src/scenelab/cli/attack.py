@@ -41,11 +41,6 @@ def attack_config(args: argparse.Namespace) -> AttackConfig:
 
 def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
     """`cfg`'s attack with radius `eps` (in cfg.units), in pixel units for `model`."""
-    if cfg.units == "normalized" and cfg.norm != "linf":
-        raise ValueError("--units normalized gives per-channel radii: use it with --norm linf")
-    if cfg.retarget and (cfg.target != "least-likely" or cfg.attack != "pgd"):
-        raise ValueError("--retarget re-picks least-likely targets: use --attack pgd "
-                         "--target least-likely")  # fmt: skip
 
     def pixels(value: float) -> float | Tensor:
         return course_units(value, model) if cfg.units == "normalized" else value
@@ -55,9 +50,11 @@ def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
     e, alpha = pixels(eps), pixels(cfg.step_size(eps))
     if cfg.attack == "fgsm":
         return lambda m, x, y, t: fgsm(m, x, y, eps=e, norm=cfg.norm, target=t, clamp=cfg.clamp)
-    exclude = not cfg.include_true
-    retarget = (lambda logits, y: least_likely_target(logits, y if exclude else None)) if (
-        cfg.retarget) else None  # fmt: skip
+
+    def least_likely(logits: Tensor, y: Tensor) -> Tensor:
+        return least_likely_target(logits, None if cfg.include_true else y)
+
+    retarget = least_likely if cfg.retarget else None
     return lambda m, x, y, t: pgd(
         m, x, y, eps=e, alpha=alpha, steps=cfg.steps, norm=cfg.norm, target=t, retarget=retarget,
         random_start=cfg.random_start, restarts=cfg.restarts, clamp=cfg.clamp,
@@ -158,7 +155,7 @@ def _grid(results: list[tuple[str, AttackResult]], classes: list[str]):
     """Clean image, then each model's adversarial image and amplified perturbation."""
     first = results[0][1].examples
     deltas = [r.examples["x_adv"] - r.examples["x"] for _, r in results]
-    gain = 0.5 / max(float(d.abs().max()) for d in deltas + [torch.ones(1) * 1e-12])
+    gain = 0.5 / max(max(float(d.abs().max()) for d in deltas), 1e-12)
     columns: dict[str, Tensor] = {"clean": first["x"]}
     pairs = zip(first["y"].tolist(), first["clean_pred"].tolist(), strict=True)
     titles = [[f"true {classes[y]}\npredicted {classes[p]}"] for y, p in pairs]
@@ -166,7 +163,8 @@ def _grid(results: list[tuple[str, AttackResult]], classes: list[str]):
         # The run's name without its time stamp (20261125-164215-demo -> demo), on a new line.
         short = re.sub(r"^\d{8}-\d{6}-", "", name)
         suffix = f"\n{short}" if len(results) > 1 else ""
-        columns[f"adversarial{suffix}"] = r.examples["x_adv"].clamp(0, 1)  # --no-clamp
+        # Shown clamped: with --no-clamp the images may leave [0, 1].
+        columns[f"adversarial{suffix}"] = r.examples["x_adv"].clamp(0, 1)
         columns[f"perturbation x{gain:.0f}{suffix}"] = (0.5 + gain * delta).clamp(0, 1)
         for i, row in enumerate(titles):
             line = f"predicted {classes[r.examples['adv_pred'][i]]}"
