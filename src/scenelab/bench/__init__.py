@@ -17,11 +17,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import runtime
+from ..config import ModelConfig
+from ..explain import predict
+from ..models import build_model
 
 
 def random_batch(batch_size: int, size: int, num_classes: int, device: torch.device):
     x = torch.rand(batch_size, 3, size, size, device=device)
     return x, torch.randint(0, num_classes, (batch_size,), device=device)
+
+
+def model_and_images(
+    name: str, num_classes: int, image_size: int, batch_size: int, device: torch.device
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A randomly initialised (seed 0) registry model in eval mode, random images for it and
+    its predictions: the subject of the explain and attack benches."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(model=name), num_classes, image_size).to(device).eval()
+    x = torch.rand(batch_size, 3, image_size, image_size, device=device)
+    return model, x, predict(model, x)
 
 
 def timed_steps(

@@ -14,10 +14,8 @@ import torch
 from torch import Tensor
 
 from ..attack import fgsm, least_likely_target, pgd
-from ..config import AttackBenchConfig, ModelConfig
-from ..explain import predict
-from ..models import build_model
-from . import format_table, paired_ms, ratio
+from ..config import AttackBenchConfig
+from . import format_table, model_and_images, paired_ms, ratio
 
 L2_EPS = 0.5
 NOTE = (
@@ -77,11 +75,9 @@ def _cases(model, cfg: AttackBenchConfig) -> dict[str, tuple[Callable, Callable]
 
 
 def attack_times(cfg: AttackBenchConfig, device: torch.device) -> list[AttackTiming]:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(model=cfg.model), cfg.num_classes, cfg.image_size)
-    model = model.to(device).eval()
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    y = predict(model, x)
+    model, x, y = model_and_images(
+        cfg.model, cfg.num_classes, cfg.image_size, cfg.batch_size, device
+    )
     timings = []
     for case, (ours, theirs) in _cases(model, cfg).items():
         diff: Tensor = (ours(x, y) - theirs(x, y)).abs()

@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ExplainBenchConfig, ExplainConfig, ModelConfig
-from ..explain import compute_maps, default_cam_layer, is_vit, predict
+from ..config import ExplainBenchConfig, ExplainConfig
+from ..explain import compute_maps, default_cam_layer, is_vit
 from ..explain_score import applicable_methods
-from ..models import build_model
-from . import format_table, paired_ms, ratio
+from . import format_table, model_and_images, paired_ms, ratio
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,9 @@ def _captum_method(model: nn.Module, x: Tensor, cfg: ExplainBenchConfig, method:
 
 
 def method_times(cfg: ExplainBenchConfig, device: torch.device) -> list[MethodTiming]:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(model=cfg.model), cfg.num_classes, cfg.image_size)
-    model = model.to(device).eval()
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device)
-    target = predict(model, x)
+    model, x, target = model_and_images(
+        cfg.model, cfg.num_classes, cfg.image_size, cfg.batch_size, device
+    )
     timings = []
     for method in applicable_methods(model):
         if is_vit(model) and method == "attention_rollout":
