@@ -11,7 +11,7 @@ parameter `.grad` is untouched, and the model runs in eval mode and gets its mod
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -154,7 +154,7 @@ def threat_model(norm: Norm, eps: float | Tensor) -> LinfBall | L2Ball:
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
-def _pgd_once(model, x, y, ball, alpha, steps, target, retarget, random_start, clamp) -> Tensor:
+def _pgd_once(model, x, y, ball, alpha, steps, target, retarget, random_start, clamp, loss_fn):
     targeted = target is not None or retarget is not None
     sign = -1.0 if targeted else 1.0  # targeted: descend the target's loss; else ascend y's
     x_adv = ball.random_start(x) if random_start else x.clone()
@@ -166,13 +166,17 @@ def _pgd_once(model, x, y, ball, alpha, steps, target, retarget, random_start, c
         if retarget is not None:
             target = retarget(logits.detach(), y)
         # Summed, so each image's gradient is that of its own loss, whatever the batch.
-        loss = F.cross_entropy(logits, target if targeted else y, reduction="sum")
+        loss = loss_fn(logits, target if targeted else y)
         (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach() + sign * ball.step(grad, alpha)
         x_adv = x + ball.project(x_adv - x)
         if clamp:
             x_adv = x_adv.clamp(0, 1)
     return x_adv.detach()
+
+
+def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 def _strength(model, x_adv: Tensor, y: Tensor, target, retarget) -> Tensor:
@@ -200,6 +204,8 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     clamp: bool = True,
+    eval_model: bool = True,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = _cross_entropy,
 ) -> Tensor:
     """Projected gradient descent (Madry et al. 2018): adversarial images like `x`.
 
@@ -208,12 +214,15 @@ def pgd(
     `eps` and `alpha` are in pixel units (a number, or per channel (C, 1, 1) for linf).
     `restarts` > 1 repeats the attack from new random starts and keeps, per image, the
     strongest result. `clamp=False` keeps only the ball's projection (the course's attack,
-    which works in normalised space where [0, 1] has no meaning).
+    which works in normalised space where [0, 1] has no meaning). `eval_model=False` runs the
+    model in its current mode (adversarial training with BatchNorm on batch statistics).
+    `loss_fn(logits, labels)`, summed over the batch, replaces the cross-entropy (TRADES
+    ascends a divergence instead).
     """
     check_pixels(x)
     ball = threat_model(norm, eps)
-    args = (ball, alpha, steps, target, retarget, random_start, clamp)
-    with eval_mode(model), torch.enable_grad():
+    args = (ball, alpha, steps, target, retarget, random_start, clamp, loss_fn)
+    with eval_mode(model) if eval_model else nullcontext(), torch.enable_grad():
         best = _pgd_once(model, x, y, *args)
         if restarts > 1:
             strength = _strength(model, best, y, target, retarget)

@@ -128,6 +128,70 @@ class ModelsBenchConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
+ADV_METHODS = ("none", "goodfellow", "madry", "fgsm-rs", "trades")
+# Per method: PGD steps, random start, and the step as a multiple of eps (None: 2.5 / steps).
+ADV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "goodfellow": {"steps": 5, "random_start": False, "step": None},  # the course's PGD-5
+    "madry": {"steps": 7, "random_start": True, "step": None},  # Madry et al.'s PGD-7
+    "fgsm-rs": {"steps": 1, "random_start": True, "step": 1.25},  # Wong et al.
+    "trades": {"steps": 10, "random_start": True, "step": None},  # Zhang et al.
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdvConfig:
+    """Adversarial training: the objective, its attack (L-infinity, pixel units) and the robust
+    evaluation every epoch. None means the method's own default."""
+
+    adv_train: str = _opt("none", "adversarial training method", choices=ADV_METHODS)
+    adv_eps: float = _opt(8 / 255, "attack radius in pixel units (default: 8/255; fractions "
+                          "accepted)")  # fmt: skip
+    adv_step_size: float | None = _opt(
+        None, "attack step (default: 2.5 x eps / steps; fgsm-rs: 1.25 x eps)"
+    )
+    adv_steps: int | None = _opt(
+        None, "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)"
+    )
+    adv_target: str = _opt("none", "goodfellow, madry, fgsm-rs: untargeted or towards the "
+                           "least-likely class", choices=("none", "least-likely"))  # fmt: skip
+    adv_fraction: float = _opt(0.5, "goodfellow: share of each batch replaced by adversarial "
+                               "examples")  # fmt: skip
+    adv_weight: float = _opt(0.5, "goodfellow: weight of the clean loss; the mixed batch gets "
+                             "1 - weight")  # fmt: skip
+    trades_beta: float = _opt(6.0, "trades: weight of the robustness (KL) term")
+    adv_warmup_epochs: float = _opt(0.0, "raise eps linearly from 0 over these first epochs")
+    adv_bn_mode: str = _opt("eval", "model mode while the attack runs: eval (BatchNorm running "
+                            "statistics) or train (batch statistics)",
+                            choices=("eval", "train"))  # fmt: skip
+    adv_eval_limit: int | None = _opt(
+        None, "robust accuracy every epoch on the first N val images (default: 256 with "
+        "--adv-train, else 0: off)"
+    )  # fmt: skip
+    adv_eval_steps: int = _opt(10, "PGD steps of the robust evaluation (at --adv-eps)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.adv_fraction <= 1 or not 0 <= self.adv_weight <= 1:
+            raise ValueError("--adv-fraction and --adv-weight are shares between 0 and 1")
+        if self.adv_train == "trades" and self.adv_target != "none":
+            raise ValueError("trades maximises a divergence, not a class's loss: drop --adv-target")
+
+    @property
+    def steps(self) -> int:
+        return self.adv_steps or ADV_DEFAULTS[self.adv_train]["steps"]
+
+    def step_size(self, eps: float) -> float:
+        if self.adv_step_size is not None:
+            return self.adv_step_size
+        multiple = ADV_DEFAULTS[self.adv_train]["step"]
+        return eps * (multiple if multiple is not None else 2.5 / self.steps)
+
+    @property
+    def eval_limit(self) -> int:
+        if self.adv_eval_limit is not None:
+            return self.adv_eval_limit
+        return 256 if self.adv_train != "none" else 0
+
+
 EXPLAIN_METHODS = (
     "saliency",
     "smoothgrad",
@@ -257,6 +321,7 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "adv": AdvConfig,
 }
 
 
@@ -266,15 +331,20 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
 
     def resolve(self) -> "RunConfig":
-        """Fill in derived defaults (image size, run name), so the saved config is explicit."""
-        return self.override(
-            {
-                "image_size": self.data.resolved_image_size,
-                "name": self.train.name or self.model.model,
-            }
-        )
+        """Fill in derived defaults (image size, run name, the adversarial method's attack), so
+        the saved config is explicit."""
+        values = {
+            "image_size": self.data.resolved_image_size,
+            "name": self.train.name or self.model.model,
+            "adv_eval_limit": self.adv.eval_limit,
+        }
+        if self.adv.adv_train != "none":
+            values |= {"adv_steps": self.adv.steps,
+                       "adv_step_size": self.adv.step_size(self.adv.adv_eps)}  # fmt: skip
+        return self.override(values)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain values (tuples become lists), as YAML and checkpoints store them."""

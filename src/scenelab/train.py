@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .adversarial import AdversarialObjective, Objective
+from .attack import AttackResult, evaluate_attack, pgd
 from .checkpoint import save_checkpoint
 from .config import OptimConfig, RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
@@ -100,16 +102,24 @@ def train_one_epoch(
     desc: str = "train",
     tracker=None,
     step: int = 0,
+    objective: Objective | None = None,
 ) -> tuple[dict[str, float], int]:
-    """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count."""
+    """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count.
+
+    `objective(model, x, y, epochs)` replaces the cross-entropy of the batch (adversarial
+    training); `epochs` is the training done by the end of this step, in epochs.
+    """
     model.train()
     tracker = tracker or NullTracker()
     sums = RunningSums()
     progress = (console or Console()).progress(len(loader), desc)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        if objective is None:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        else:
+            loss, logits = objective(model, x, y, (step + 1) / len(loader))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
@@ -199,12 +209,18 @@ def fit(
     console: Console | None = None,
     generator: torch.Generator | None = None,
     stop_after: int = 0,
+    robust_loader: DataLoader | None = None,
 ) -> FitState:
     """Train from `state` to `cfg.train.epochs` (or `stop_after` epochs), evaluating each epoch.
 
-    Writes `last.pt` every epoch and `best.pt` when val top-1 improves. Returns the final state.
+    With `cfg.adv.adv_train`, the training objective is adversarial; with `robust_loader`,
+    each epoch also measures robust accuracy on it (`robust_accuracy`). Writes `last.pt` every
+    epoch and `best.pt` when val top-1 improves. Returns the final state.
     """
     state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
+    objective = None
+    if cfg.adv.adv_train != "none":
+        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
     epochs = cfg.train.epochs
     end = min(stop_after, epochs) if stop_after else epochs
     while state.epoch < end:
@@ -224,6 +240,7 @@ def fit(
                 desc=f"epoch {epoch}/{epochs}",
                 tracker=tracker,
                 step=state.step,
+                objective=objective,
             )
         if not math.isfinite(train["loss"]):
             raise TrainingError(
@@ -241,10 +258,15 @@ def fit(
             device,
             optimizer.param_groups[0]["lr"],
         )
+        if robust_loader is not None:
+            robust = robust_accuracy(model, robust_loader, cfg, device=device)
+            row["val_robust_acc1"] = robust.adv_acc1
+            row["val_robust_drop"] = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
         _accumulate(state, row)
         tracker.log_epoch(row)
         for tag, key in _TAGS.items():
-            tracker.scalar(tag, row[key], state.step)
+            if key in row:
+                tracker.scalar(tag, row[key], state.step)
         state.epoch = epoch
         _save(run, cfg, model, optimizer, scheduler, state, classes, val["acc1"])
         console.info(
@@ -252,8 +274,25 @@ def fit(
             f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
             f"acc5 {row['val_acc5']:.2f}  {row['epoch_seconds']:.1f}s "
             f"{row['images_per_second']:.0f} img/s"
+            + (f"  robust acc1 {row['val_robust_acc1']:.2f}" if robust_loader is not None else "")
         )
     return state
+
+
+def robust_accuracy(
+    model: nn.Module, loader: DataLoader, cfg: RunConfig, *, device: torch.device
+) -> AttackResult:
+    """Untargeted PGD (`adv_eval_steps` steps of 2.5 eps / steps, random start) at `adv_eps` on
+    `loader`. The random start is seeded from the run's seed, so every epoch is measured on the
+    same footing, and the global random state is left as it was."""
+    eps, steps = cfg.adv.adv_eps, cfg.adv.adv_eval_steps
+
+    def perturb(m: nn.Module, x: Tensor, y: Tensor, _: Tensor | None) -> Tensor:
+        return pgd(m, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.train.seed)
+        return evaluate_attack(model, loader, perturb, device=device)
 
 
 _TAGS = {
@@ -263,6 +302,8 @@ _TAGS = {
     "val/loss": "val_loss",
     "val/acc1": "val_acc1",
     "val/acc5": "val_acc5",
+    "val/robust_acc1": "val_robust_acc1",
+    "val/robust_drop": "val_robust_drop",
     "time/epoch_s": "epoch_seconds",
     "mem/peak_mb": "peak_memory_mb",
 }
@@ -293,8 +334,10 @@ def _accumulate(state: FitState, row: dict[str, Any]) -> None:
     t["peak_memory_mb"] = max(t.get("peak_memory_mb", 0.0), row["peak_memory_mb"])
     t["min_val_loss"] = min(t.get("min_val_loss", math.inf), row["val_loss"])
     t["min_train_loss"] = min(t.get("min_train_loss", math.inf), row["train_loss"])
-    for key in ("train_acc1", "train_acc5", "val_acc1", "val_acc5", "val_loss", "train_loss"):
-        t[f"final_{key}"] = row[key]
+    for key in ("train_acc1", "train_acc5", "val_acc1", "val_acc5", "val_loss", "train_loss",
+                "val_robust_acc1", "val_robust_drop"):  # fmt: skip
+        if key in row:
+            t[f"final_{key}"] = row[key]
 
 
 def _save(

@@ -3,10 +3,12 @@
 import argparse
 import json
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from torch.utils.data import Subset
 
 from .. import runtime
 from ..checkpoint import load_checkpoint, load_model_state, trained_model
@@ -42,9 +44,7 @@ def new_config(args: argparse.Namespace) -> RunConfig:
     asked = RunConfig().override(recipe).override(flags)
     cfg = RunConfig().override(optim_defaults(asked.model)).override(recipe).override(flags)
     cfg = cfg.resolve()
-    return RunConfig(
-        data=cfg.data, model=resolve_model_config(cfg.model), optim=cfg.optim, train=cfg.train
-    )
+    return replace(cfg, model=resolve_model_config(cfg.model))
 
 
 def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunConfig:
@@ -77,6 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = model.to(device)
     train_loader = build_loader(train_set, cfg.data, train=True, device=device, generator=generator)
     val_loader = build_loader(val_set, cfg.data, train=False, device=device)
+    robust_loader = None
+    if cfg.adv.eval_limit:
+        subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
+        robust_loader = build_loader(subset, cfg.data, train=False, device=device)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(
         optimizer, cfg.optim, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs
@@ -96,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"Run folder {run.root}\n{cfg.model.model} ({params:,} parameters, conv {cfg.model.conv})"
         f" on {device}: {len(train_set)} train / {len(val_set)} val images, "
         f"{len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}, "
-        f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}",
+        f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}"
+        + _adversarial_line(cfg, len(robust_loader.dataset) if robust_loader else 0),
         flush=True,
     )
     console = Console(sys.stdout, log_every=cfg.train.log_every)
@@ -116,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             console=console,
             generator=generator,
             stop_after=cfg.train.stop_after,
+            robust_loader=robust_loader,
         )
     summary = _summary(cfg, state, params, device)
     run.summary.write_text(json.dumps(summary, indent=2) + "\n")
@@ -129,8 +135,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adversarial_line(cfg: RunConfig, robust_images: int) -> str:
+    adv, line = cfg.adv, ""
+    if adv.adv_train != "none":
+        line += (f"\nadversarial training: {adv.adv_train}, eps {adv.adv_eps * 255:.3g}/255, "
+                 f"PGD-{adv.steps} step {adv.step_size(adv.adv_eps) * 255:.3g}/255")  # fmt: skip
+    if robust_images:
+        line += (f"\nrobust accuracy every epoch: PGD-{adv.adv_eval_steps} at eps "
+                 f"{adv.adv_eps * 255:.3g}/255, first {robust_images} val images")  # fmt: skip
+    return line
+
+
 def _summary(cfg: RunConfig, state: FitState, params: int, device) -> dict[str, Any]:
     t = state.totals
+    robust = {}
+    if "final_val_robust_acc1" in t:
+        robust = {"final_robust_acc1": t["final_val_robust_acc1"],
+                  "final_robust_drop": t["final_val_robust_drop"]}  # fmt: skip
+    if cfg.adv.adv_train != "none" or robust:
+        robust["adversarial"] = asdict(cfg.adv)
     return {
         "model": cfg.model.model,
         "conv": cfg.model.conv,
@@ -151,7 +174,7 @@ def _summary(cfg: RunConfig, state: FitState, params: int, device) -> dict[str, 
         "seconds_per_epoch": t["train_seconds"] / max(state.epoch, 1),
         "images_per_second": t["train_images"] / max(t["train_seconds"], 1e-9),
         "peak_memory_mb": t["peak_memory_mb"],
-    }
+    } | robust
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
