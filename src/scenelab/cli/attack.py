@@ -100,21 +100,19 @@ def attack_label(cfg: AttackConfig, sweep: bool = False) -> str:
 
 
 def _models(args, device) -> tuple[list[tuple[str, nn.Module]], list[str], DataConfig]:
-    """(name, model) of the checkpoint and of --compare-checkpoint, the classes, and the data
-    config (the first checkpoint's, with the data flags given)."""
+    """(name, model) of the checkpoint and of each --compare-checkpoint, the classes, and the
+    data config (the first checkpoint's, with the data flags given)."""
     state = load_checkpoint(args.checkpoint)
     model, cfg = trained_model(state, args.checkpoint, given(args, DataConfig))
     models = [(_run_name(args.checkpoint), model.to(device))]
-    if args.compare_checkpoint:
-        other = load_checkpoint(args.compare_checkpoint)
+    for path in args.compare_checkpoint or []:
+        other = load_checkpoint(path)
         if other["classes"] != state["classes"]:
-            raise ValueError(
-                f"{args.compare_checkpoint} was trained on other classes than {args.checkpoint}"
-            )
-        name = _run_name(args.compare_checkpoint)
-        if name == models[0][0]:  # best.pt and last.pt of one run
-            name = f"{name}/{Path(args.compare_checkpoint).stem}"
-        models.append((name, trained_model(other, args.compare_checkpoint)[0].to(device)))
+            raise ValueError(f"{path} was trained on other classes than {args.checkpoint}")
+        name = _run_name(path)
+        if name in dict(models):  # best.pt and last.pt of one run
+            name = f"{name}/{Path(path).stem}"
+        models.append((name, trained_model(other, path)[0].to(device)))
     return models, state["classes"], cfg.data
 
 
@@ -233,6 +231,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="adversarial examples and robust accuracy; --eps-sweep")
     add_checkpoint_flags(p, "attack")
-    p.add_argument("--compare-checkpoint", help="attack a second model on the same images")
+    p.add_argument("--compare-checkpoint", nargs="+", metavar="PATH",
+                   help="attack other models on the same images, side by side")  # fmt: skip
     add_config_flags(p, AttackConfig, DataConfig)
     p.set_defaults(func=cmd_attack)
