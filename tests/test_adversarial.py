@@ -129,3 +129,10 @@ def test_train_with_adversarial_training_logs_robust_accuracy(tmp_path, capsys):
 
     assert "val/robust_acc1" in EventAccumulator(str(run / "tb")).Reload().Tags()["scalars"]
     assert "robust acc1" in capsys.readouterr().out
+
+
+def test_settings_of_another_method_are_refused():
+    with pytest.raises(ValueError, match="apply to --adv-train goodfellow"):
+        AdvConfig(adv_train="madry", adv_fraction=1.0)
+    with pytest.raises(ValueError, match="applies to --adv-train trades"):
+        AdvConfig(adv_train="fgsm-rs", trades_beta=1.0)

@@ -174,6 +174,12 @@ class AdvConfig:
             raise ValueError("--adv-fraction and --adv-weight are shares between 0 and 1")
         if self.adv_train == "trades" and self.adv_target != "none":
             raise ValueError("trades maximises a divergence, not a class's loss: drop --adv-target")
+        cls = type(self)  # its class attributes are the defaults
+        mixing = (self.adv_fraction, self.adv_weight) != (cls.adv_fraction, cls.adv_weight)
+        if self.adv_train != "goodfellow" and mixing:
+            raise ValueError("--adv-fraction and --adv-weight apply to --adv-train goodfellow")
+        if self.adv_train != "trades" and self.trades_beta != cls.trades_beta:
+            raise ValueError("--trades-beta applies to --adv-train trades")
 
     @property
     def steps(self) -> int:
