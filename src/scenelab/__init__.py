@@ -3,6 +3,7 @@
 The public API, re-exported here; the command line (`scenelab ...`) is built on it.
 """
 
+from .adversarial import AdversarialObjective
 from .attack import (
     course_units,
     evaluate_attack,
@@ -13,6 +14,7 @@ from .attack import (
 )
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
+    AdvConfig,
     AttackConfig,
     DataConfig,
     ExplainConfig,
@@ -36,10 +38,19 @@ from .explain_score import score_methods
 from .metrics import mask_energy, pointing_game
 from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
-from .train import build_optimizer, build_scheduler, evaluate, fit, train_one_epoch
+from .train import (
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    robust_accuracy,
+    train_one_epoch,
+)
 
 __all__ = [
     "MODELS",
+    "AdvConfig",
+    "AdversarialObjective",
     "AttackConfig",
     "DataConfig",
     "ExplainConfig",
@@ -75,6 +86,7 @@ __all__ = [
     "pointing_game",
     "random_target",
     "red_overlay",
+    "robust_accuracy",
     "saliency",
     "save_checkpoint",
     "score_methods",
