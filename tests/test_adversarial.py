@@ -42,6 +42,8 @@ def test_the_eps_schedule_rises_linearly_over_the_warmup_then_stays():
         [0.0125, 0.05, 0.1, 0.1]
     )
     assert AdversarialObjective(AdvConfig(adv_train="madry", adv_eps=0.1)).eps_at(0.01) == 0.1
+    explicit = AdvConfig(adv_train="madry", adv_eps=0.1, adv_step_size=0.02, adv_warmup_epochs=2)
+    assert AdversarialObjective(explicit).step_at(0.05) == pytest.approx(0.01)  # scaled alike
 
 
 @pytest.mark.parametrize("settings", [dict(adv_weight=1.0), dict(adv_fraction=0.0)])

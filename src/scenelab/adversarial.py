@@ -40,6 +40,10 @@ class AdversarialObjective:
         warmup = self.cfg.adv_warmup_epochs
         return self.cfg.adv_eps * (min(1.0, epochs / warmup) if warmup > 0 else 1.0)
 
+    def step_at(self, eps: float) -> float:
+        """The attack step at radius `eps`: the configured step, scaled during the warm-up."""
+        return self.cfg.step_size(self.cfg.adv_eps) * eps / self.cfg.adv_eps
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, epochs: float) -> Tensor:
         """PGD examples at the current radius, towards the least-likely class if asked."""
         cfg, eps = self.cfg, self.eps_at(epochs)
@@ -49,7 +53,7 @@ class AdversarialObjective:
         if cfg.adv_target == "least-likely":
             with eval_mode(model), torch.no_grad():
                 target = least_likely_target(model(x), y)
-        return pgd(model, x, y, eps=eps, alpha=cfg.step_size(eps), steps=cfg.steps,
+        return pgd(model, x, y, eps=eps, alpha=self.step_at(eps), steps=cfg.steps,
                    target=target, random_start=ADV_DEFAULTS[cfg.adv_train]["random_start"],
                    eval_model=cfg.adv_bn_mode == "eval")  # fmt: skip
 
@@ -92,7 +96,7 @@ class AdversarialObjective:
         def divergence(adv_logits: Tensor, _: Tensor) -> Tensor:
             return F.kl_div(adv_logits.log_softmax(1), p_clean, reduction="sum")
 
-        x_adv = pgd(model, x, y, eps=eps, alpha=cfg.step_size(eps), steps=cfg.steps,
+        x_adv = pgd(model, x, y, eps=eps, alpha=self.step_at(eps), steps=cfg.steps,
                     eval_model=cfg.adv_bn_mode == "eval", loss_fn=divergence)  # fmt: skip
         robust = F.kl_div(model(x_adv).log_softmax(1), logits.softmax(1), reduction="batchmean")
         return self._ce(logits, y) + cfg.trades_beta * robust, logits
