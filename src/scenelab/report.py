@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .metrics import per_class_accuracy
+from .tracking import RunDir
 
 
 def new_folder(parent: Path, name: str) -> Path:
@@ -109,7 +110,11 @@ def explain_grid(
 def plot_robustness(
     rows: list[dict[str, Any]], path: Path, *, units: str = "pixels", title: str = ""
 ) -> None:
-    """Adversarial top-1 against epsilon, a line per model (rows: model, eps, adv_acc1)."""
+    """Top-1 under attack against epsilon, a line per model; with several models, a second
+    panel: the clean/robust trade-off (clean top-1 against top-1 at the largest epsilon).
+
+    rows: model (a run folder name), eps, clean_acc1, adv_acc1.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,16 +122,33 @@ def plot_robustness(
 
     scale, label = (255, "epsilon (grey levels, x/255)") if units == "pixels" else (
         1, "epsilon (normalised units)")  # fmt: skip
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name in dict.fromkeys(r["model"] for r in rows):
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, 2 if len(models) > 1 else 1, figsize=(10 if len(models) > 1
+                             else 5, 3.8), squeeze=False)  # fmt: skip
+    ax = axes[0, 0]
+    accs = [r["adv_acc1"] for r in rows] + [r["clean_acc1"] for r in rows]
+    for name in models:
         mine = [r for r in rows if r["model"] == name]
-        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-", label=name)
-    ax.set_xlabel(label)
-    ax.set_ylabel("top-1 under attack (%)")
+        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-",
+                label=RunDir.short_name(name))  # fmt: skip
+    ax.set(xlabel=label, ylabel="top-1 under attack (%)")
+    ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
     ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if len(models) > 1:
+        ax = axes[0, 1]
+        top = max(r["eps"] for r in rows)
+        for name in models:
+            (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
+            ax.scatter(r["clean_acc1"], r["adv_acc1"])
+            ax.annotate(RunDir.short_name(name), (r["clean_acc1"], r["adv_acc1"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
+        ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
+        ax.set_title("clean / robust trade-off", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.margins(0.25)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,6 +8,7 @@ nothing without a stream. The CLI creates them and passes them down.
 
 import csv
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ class RunDir:
             root, n = Path(out_dir) / f"{stem}-{n}", n + 1
         root.mkdir(parents=True)
         return cls(root)
+
+    @staticmethod
+    def short_name(folder_name: str) -> str:
+        """A run folder's name without its time stamp: 20261125-164215-demo -> demo."""
+        return re.sub(r"^\d{8}-\d{6}-", "", folder_name)
 
     config = property(lambda self: self.root / "config.yaml")
     metrics_csv = property(lambda self: self.root / "metrics.csv")

@@ -4,7 +4,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -158,9 +157,7 @@ def _grid(results: list[tuple[str, AttackResult]], classes: list[str]):
     pairs = zip(first["y"].tolist(), first["clean_pred"].tolist(), strict=True)
     titles = [[f"true {classes[y]}\npredicted {classes[p]}"] for y, p in pairs]
     for (name, r), delta in zip(results, deltas, strict=True):
-        # The run's name without its time stamp (20261125-164215-demo -> demo), on a new line.
-        short = re.sub(r"^\d{8}-\d{6}-", "", name)
-        suffix = f"\n{short}" if len(results) > 1 else ""
+        suffix = f"\n{RunDir.short_name(name)}" if len(results) > 1 else ""
         # Shown clamped: with --no-clamp the images may leave [0, 1].
         columns[f"adversarial{suffix}"] = r.examples["x_adv"].clamp(0, 1)
         columns[f"perturbation x{gain:.0f}{suffix}"] = (0.5 + gain * delta).clamp(0, 1)
