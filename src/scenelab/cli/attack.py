@@ -174,7 +174,7 @@ def _write_sweep(out: Path, cfg: AttackConfig, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot_robustness(rows, out / "robustness.png", units=cfg.units, title=out.name)
+    plot_robustness(rows, out / "robustness.png", units=cfg.units, title=attack_label(cfg, True))
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
