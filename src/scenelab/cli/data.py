@@ -4,7 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.miniplaces import write_miniplaces
+from ..data.download import MINIPLACES, ProgressFn, Source, download_miniplaces
+from ..data.miniplaces import MiniPlaces, write_miniplaces
 from ..data.synthetic import CLASSES, iter_scenes
 from ..tracking import Console
 
@@ -31,6 +32,65 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _byte_progress(name: str) -> ProgressFn:
+    """A tqdm bar in bytes on a terminal; a line every 10% (or 10 MB) otherwise."""
+    if sys.stdout.isatty():
+        from tqdm import tqdm
+
+        bar: list[tqdm] = []
+
+        def update(done: int, total: int | None) -> None:
+            if not bar:
+                bar.append(tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False))
+            bar[0].update(done - bar[0].n)
+
+        return update
+    last = [-1]
+
+    def log(done: int, total: int | None) -> None:
+        mark = done * 10 // total if total else done // 10_000_000
+        if mark != last[0]:
+            last[0] = mark
+            of = f" of {total / 1e6:.1f} MB" if total else " MB"
+            print(f"{name}: {done / 1e6:.1f}{of}", flush=True)
+
+    return log
+
+
+def _sources(args: argparse.Namespace) -> dict[str, Source]:
+    """The official sources, or the same file names under --mirror, with --sha256 pins."""
+    pins = {}
+    for item in args.sha256 or []:
+        name, _, digest = item.partition("=")
+        if name not in MINIPLACES or len(digest) != 64:
+            raise ValueError(f"--sha256 expects NAME=HEX with NAME one of {', '.join(MINIPLACES)} "
+                             f"and a 64-digit SHA-256, got {item!r}")  # fmt: skip
+        pins[name] = digest
+    return {
+        name: Source(
+            args.mirror.rstrip("/") + "/" + name if args.mirror else s.url,
+            pins.get(name, s.sha256),
+            s.optional,
+        )  # fmt: skip
+        for name, s in MINIPLACES.items()
+    }
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    print(f"Downloading MiniPlaces into {root} (about 500 MB; an interrupted run resumes) ...",
+          flush=True)  # fmt: skip
+    digests = download_miniplaces(root, sources=_sources(args), progress=_byte_progress)
+    for split in ("train", "val"):
+        MiniPlaces(root, split)  # the installed lists and images check out
+    print("\nSHA-256 of the downloaded files (pin them with --sha256 NAME=HEX):")
+    for name, digest in digests.items():
+        print(f"  {name}  {digest}")
+    print(f"\nMiniPlaces is ready in {root}. Train with: scenelab train --data miniplaces "
+          f"--data-root {root}")  # fmt: skip
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="action", required=True)
     p = data.add_parser("synth", help="write the synthetic scenes in the MiniPlaces layout")
@@ -41,3 +101,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=10, help="number of classes, at most 10")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("download", help="download MiniPlaces (images and list files)")
+    p.add_argument("dataset", choices=["miniplaces"], help="the dataset")
+    p.add_argument("--root", required=True, help="where to install it")
+    p.add_argument("--mirror", help="fetch the same file names from this base URL instead")
+    p.add_argument("--sha256", nargs="+", metavar="NAME=HEX", help="pin a file's SHA-256")
+    p.set_defaults(func=cmd_data_download)
