@@ -1,0 +1,151 @@
+"""Results across runs: the course's table (Markdown, CSV, HTML) and overlaid validation curves.
+
+Each run folder is read from its `summary.json`, `metrics.csv` and `config.yaml`. With
+`at_epoch`, every run is read at that epoch (accuracies of that epoch, minimum loss, time per
+epoch and peak memory over the epochs up to it), as the course compared the hand-written
+convolution at epoch 10 of a 60-epoch schedule.
+"""
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .tracking import RunDir
+
+COLUMNS = {  # key: header
+    "run": "run",
+    "model": "model",
+    "conv": "conv",
+    "epochs": "epochs",
+    "image_size": "image size",
+    "train_acc1": "train top-1",
+    "train_acc5": "train top-5",
+    "val_acc1": "val top-1",
+    "val_acc5": "val top-5",
+    "min_val_loss": "min val loss",
+    "robust_acc1": "robust top-1",
+    "seconds_per_epoch": "s / epoch",
+    "peak_memory_mb": "peak MB",
+    "params": "params",
+}
+
+
+class CompareError(ValueError):
+    """A run folder cannot be read for the comparison."""
+
+
+def _metrics(run: Path) -> list[dict[str, float]]:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        raise CompareError(f"{run} is not a run folder (no metrics.csv); pass runs/<time>-<name>")
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _read(path: Path, parse) -> dict[str, Any]:
+    return parse(path.read_text()) if path.is_file() else {}
+
+
+def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
+    """One row of the table for the run folder `run`."""
+    run = Path(run)
+    rows = _metrics(run)
+    if not rows:
+        raise CompareError(f"{run} has no finished epoch yet")
+    if at_epoch is not None:
+        if at_epoch > len(rows):
+            raise CompareError(f"{run} has {len(rows)} epochs, fewer than --at-epoch {at_epoch}")
+        rows = rows[:at_epoch]
+    summary = _read(run / "summary.json", json.loads)  # absent while a run is going on
+    cfg = _read(run / "config.yaml", yaml.safe_load)
+    last = rows[-1]
+    return {
+        "run": RunDir.short_name(run.name),
+        "model": cfg.get("model", {}).get("model", summary.get("model", "?")),
+        "conv": cfg.get("model", {}).get("conv", summary.get("conv", "?")),
+        "epochs": int(last["epoch"]),
+        "image_size": cfg.get("data", {}).get("image_size", summary.get("image_size", "?")),
+        "train_acc1": last["train_acc1"],
+        "train_acc5": last["train_acc5"],
+        "val_acc1": last["val_acc1"],
+        "val_acc5": last["val_acc5"],
+        "min_val_loss": min(r["val_loss"] for r in rows),
+        "robust_acc1": last.get("val_robust_acc1", math.nan),
+        "seconds_per_epoch": sum(r["epoch_seconds"] for r in rows) / len(rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+        "params": summary.get("params", math.nan),
+        "curve": [(int(r["epoch"]), r["val_acc1"], r["val_loss"]) for r in rows],
+    }
+
+
+def _cell(key: str, value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if key == "params":
+        return f"{int(value):,}"
+    if key in ("seconds_per_epoch", "peak_memory_mb"):
+        return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    if key == "min_val_loss":
+        return f"{value:.3f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    return list(COLUMNS.values()), [[_cell(k, r[k]) for k in COLUMNS] for r in rows]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    header, cells = table_cells(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
+
+
+def write_comparison(rows: list[dict[str, Any]], out: Path, *, title: str) -> None:
+    """results.md, results.csv, results.html and val_curves.png in `out`."""
+    (out / "results.md").write_text(f"# {title}\n\n" + markdown(rows))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
+    header, cells = table_cells(rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells
+    )
+    (out / "results.html").write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}</style>"
+        f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
+        "<p><img src='val_curves.png' alt='validation curves'></p>\n"
+    )
+    _plot_curves(rows, out / "val_curves.png")
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for r in rows:
+        epochs, acc1, val_loss = zip(*r["curve"], strict=True)
+        acc.plot(epochs, acc1, "o-", markersize=3, label=r["run"])
+        loss.plot(epochs, val_loss, "o-", markersize=3, label=r["run"])
+    acc.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
+    loss.set(xlabel="epoch", ylabel="val loss", title="validation loss")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
