@@ -163,6 +163,7 @@ def test_offline_fails_with_the_manual_steps(tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="To install MiniPlaces by hand"):
         download_miniplaces(tmp_path / "m", sources=_sources(f"http://127.0.0.1:{port}"))
+    assert not (tmp_path / "m" / ".download").exists()  # nothing left behind
 
 
 def test_cli_downloads_from_a_mirror_and_reports_digests(server, tmp_path, capsys):

@@ -78,7 +78,7 @@ def _sources(args: argparse.Namespace) -> dict[str, Source]:
 
 def cmd_data_download(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    print(f"Downloading MiniPlaces into {root} (about 500 MB; an interrupted run resumes) ...",
+    print(f"Downloading MiniPlaces into {root} (an interrupted download resumes) ...",
           flush=True)  # fmt: skip
     digests = download_miniplaces(root, sources=_sources(args), progress=_byte_progress)
     for split in ("train", "val"):

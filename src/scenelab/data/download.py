@@ -88,6 +88,9 @@ def download_file(
             raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         kept = f"; {done:,} bytes are kept in {part} and the next run resumes" if done else ""
+        if not done:  # nothing worth keeping
+            part.unlink(missing_ok=True)
+            _remove_if_empty(part.parent)
         raise DownloadError(f"{url}: {getattr(e, 'reason', e)}{kept}") from None
     if total is not None and done < total:
         raise DownloadError(
@@ -103,6 +106,11 @@ def download_file(
         )
     part.replace(dest)
     return digest
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
