@@ -406,6 +406,12 @@ def parse_ints(value: Any) -> tuple[int, ...]:
     return tuple(int(float(v)) for v in value)
 
 
+def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (from YAML) checked and converted against the fields of the dataclass `cls`."""
+    hints, known = get_type_hints(cls), {f.name: f for f in fields(cls)}
+    return {k: _coerce(known[k], hints[k], v) for k, v in values.items()}
+
+
 def parse_number(value: Any) -> float:
     """A float from 0.03, "0.03" or a fraction such as "8/255"."""
     if isinstance(value, str) and "/" in value:

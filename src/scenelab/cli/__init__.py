@@ -11,13 +11,13 @@ import sys
 from ..checkpoint import CheckpointError
 from ..data import DatasetError
 from ..train import TrainingError
-from . import attack, bench, compare, data, explain, models, train
+from . import attack, bench, compare, data, explain, models, recipes, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train, models, explain, attack, compare, data, bench):
+    for module in (train, models, explain, attack, compare, data, bench, recipes):
         module.add_parsers(sub)
     return parser
 

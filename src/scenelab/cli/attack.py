@@ -5,8 +5,9 @@ import csv
 import json
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,17 +26,27 @@ from ..attack import (
 )
 from ..bench import format_table
 from ..checkpoint import load_checkpoint, trained_model
-from ..config import ATTACK_PRESETS, AttackConfig, DataConfig
+from ..config import ATTACK_PRESETS, AttackConfig, DataConfig, coerce_fields
 from ..data import build_dataset, build_loader, check_classes
 from ..report import figure_pixels, image_grid, new_folder, plot_robustness
 from ..tracking import Console, RunDir, Tracker
-from .flags import add_checkpoint_flags, add_config_flags, given
+from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 
 
-def attack_config(args: argparse.Namespace) -> AttackConfig:
-    """The preset's settings, then the flags given on the command line."""
+def attack_config(args: argparse.Namespace) -> tuple[AttackConfig, dict[str, Any]]:
+    """The preset's settings, then the --config recipe's, then the flags given; and the data
+    settings of the recipe and the flags."""
+    recipe = load_yaml(args.config) if args.config else {}
+    attack_keys, data_keys = (set(f.name for f in fields(c)) for c in (AttackConfig, DataConfig))
+    unknown = set(recipe) - attack_keys - data_keys
+    if unknown:
+        raise ValueError(f"{args.config}: unknown attack settings {', '.join(sorted(unknown))}")
+    from_file = coerce_fields(AttackConfig, {k: v for k, v in recipe.items() if k in attack_keys})
     flags = given(args, AttackConfig)
-    return AttackConfig(**{**ATTACK_PRESETS[flags.get("preset", "none")], **flags})
+    preset = flags.get("preset", from_file.get("preset", "none"))
+    data = coerce_fields(DataConfig, {k: v for k, v in recipe.items() if k in data_keys})
+    cfg = AttackConfig(**{**ATTACK_PRESETS[preset], **from_file, **flags})
+    return cfg, {**data, **given(args, DataConfig)}
 
 
 def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
@@ -98,11 +109,13 @@ def attack_label(cfg: AttackConfig, sweep: bool = False) -> str:
     return "-".join(parts)
 
 
-def _models(args, device) -> tuple[list[tuple[str, nn.Module]], list[str], DataConfig]:
+def _models(
+    args, data_overrides: dict[str, Any], device
+) -> tuple[list[tuple[str, nn.Module]], list[str], DataConfig]:
     """(name, model) of the checkpoint and of each --compare-checkpoint, the classes, and the
     data config (the first checkpoint's, with the data flags given)."""
     state = load_checkpoint(args.checkpoint)
-    model, cfg = trained_model(state, args.checkpoint, given(args, DataConfig))
+    model, cfg = trained_model(state, args.checkpoint, data_overrides)
     models = [(_run_name(args.checkpoint), model.to(device))]
     for path in args.compare_checkpoint or []:
         other = load_checkpoint(path)
@@ -178,11 +191,11 @@ def _write_sweep(out: Path, cfg: AttackConfig, rows: list[dict]) -> None:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    cfg = attack_config(args)
+    cfg, data_overrides = attack_config(args)
     eps_values = cfg.sweep()
     device = runtime.pick_device(args.device)
     runtime.setup(device)
-    models, classes, data_cfg = _models(args, device)
+    models, classes, data_cfg = _models(args, data_overrides, device)
     dataset, data_classes = build_dataset(data_cfg, "val")
     check_classes(data_classes, classes, data_cfg.data)
     loader = build_loader(dataset, data_cfg, train=False, device=device)
@@ -228,6 +241,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="adversarial examples and robust accuracy; --eps-sweep")
     add_checkpoint_flags(p, "attack")
+    p.add_argument("--config", help="YAML recipe of attack settings; flags override it")
     p.add_argument("--compare-checkpoint", nargs="+", metavar="PATH",
                    help="attack other models on the same images, side by side")  # fmt: skip
     add_config_flags(p, AttackConfig, DataConfig)

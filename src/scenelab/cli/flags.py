@@ -66,7 +66,21 @@ def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def recipe_path(path: str) -> Path:
+    """A YAML file, or the name of a bundled recipe (`vit-cpu` for recipes/vit-cpu.yaml)."""
+    if Path(path).is_file():
+        return Path(path)
+    bundled = RECIPES / (Path(path).name if path.endswith(".yaml") else f"{path}.yaml")
+    if bundled.is_file():
+        return bundled
+    raise ValueError(f"config file {path} not found (bundled recipes: `scenelab recipes`)")
+
+
 def load_yaml(path: str) -> dict[str, Any]:
+    path = recipe_path(path)
     try:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
