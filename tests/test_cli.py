@@ -299,3 +299,15 @@ def test_pretrained_offline_fails_first_with_how_to_pass_weights(tmp_path, monke
     assert "could not download pretrained weights" in captured.err
     assert "pass it with --weights PATH" in captured.err
     assert "Preparing" not in captured.out and not (tmp_path / "runs").exists()
+
+
+def test_time_budget_sizes_the_schedule_and_records_the_epochs(tmp_path, capsys):
+    flags = [f for f in TINY_TRAIN if f not in ("--epochs", "2")]
+    assert main(["train", *flags, "--time-budget", "4s", "--out-dir", str(tmp_path)]) == 0
+    (run,) = tmp_path.iterdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    out = capsys.readouterr().out
+    assert f"{cfg['epochs']} epochs fit in 90%" in out and cfg["time_budget"] == "4s"
+    assert json.loads((run / "summary.json").read_text())["epochs"] == cfg["epochs"]
+    assert main(["train", "--time-budget", "soon"]) == 2
+    assert "expected a duration" in capsys.readouterr().err

@@ -136,3 +136,14 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_pat
             scheduler=sched,
         )
     assert not run.last.exists()
+
+
+def test_epochs_for_a_time_budget():
+    from scenelab.config import parse_duration
+    from scenelab.train import epochs_for_budget
+
+    assert [parse_duration(t) for t in ("90s", "30m", "1.5h", "45")] == [90, 1800, 5400, 45]
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_duration("soon")
+    assert epochs_for_budget(1800, 100) == 16  # 90% of 30 minutes in 100 s epochs
+    assert epochs_for_budget(10, 100) == 1  # at least one epoch

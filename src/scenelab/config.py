@@ -98,6 +98,13 @@ class TrainConfig:
     out_dir: str = _opt("runs", "where run folders are created")
     name: str = _opt("", "run folder name suffix (default: model name)")
     log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
+    time_budget: str = _opt("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "
+                            "--epochs is sized from a few timed steps, so the learning rate "
+                            "ends annealed (default: off)")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.time_budget:
+            parse_duration(self.time_budget)  # a bad value fails before any work
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -410,6 +417,19 @@ def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """`values` (from YAML) checked and converted against the fields of the dataclass `cls`."""
     hints, known = get_type_hints(cls), {f.name: f for f in fields(cls)}
     return {k: _coerce(known[k], hints[k], v) for k, v in values.items()}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90s", "30m", "1.5h" or a plain number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise ValueError(f"expected a duration such as 30m, 90s or 1.5h, got {text!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"a time budget must be positive, got {text!r}")
+    return seconds
 
 
 def parse_number(value: Any) -> float:

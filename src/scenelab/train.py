@@ -7,6 +7,7 @@ epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch)
 run sees the same data order and augmentation as an uninterrupted one.
 """
 
+import copy
 import math
 import random
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .adversarial import AdversarialObjective, Objective
 from .attack import AttackResult, evaluate_attack, pgd
 from .checkpoint import save_checkpoint
 from .config import OptimConfig, RunConfig
+from .data import build_loader
 from .metrics import RunningSums, confusion_matrix, correct_topk
 from .runtime import Timer, derive_seed, peak_memory_mb, reset_peak_memory
 from .tracking import Console, NullTracker, RunDir, Tracker
@@ -277,6 +279,55 @@ def fit(
             + (f"  robust acc1 {row['val_robust_acc1']:.2f}" if robust_loader is not None else "")
         )
     return state
+
+
+def epochs_for_budget(
+    budget_seconds: float, epoch_seconds: float, *, margin: float = 0.9, at_most: int = 10_000
+) -> int:
+    """The whole epochs that fit in `margin` of the budget (at least one)."""
+    return max(1, min(at_most, int(margin * budget_seconds // max(epoch_seconds, 1e-9))))
+
+
+def estimate_epoch_seconds(
+    cfg: RunConfig,
+    model: nn.Module,
+    train_set,
+    val_set,
+    *,
+    device: torch.device,
+    steps: int = 6,
+    robust_images: int = 0,
+) -> float:
+    """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
+    the model over `steps` batches of each after one warm-up pass, then scaled up."""
+    probe = copy.deepcopy(model)
+    optimizer = build_optimizer(probe, cfg.optim)
+    objective = None
+    if cfg.adv.adv_train != "none":
+        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
+    batch = cfg.data.batch_size
+
+    def loader(dataset, train):
+        part = Subset(dataset, range(min(len(dataset), steps * batch)))
+        return build_loader(part, cfg.data, train=train, device=device)
+
+    def timed(run) -> float:
+        run()  # warm-up: workers, allocator, kernels
+        with Timer(device) as timer:
+            run()
+        return timer.seconds
+
+    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+    train_s = timed(lambda: train_one_epoch(probe, train_loader, optimizer, device=device,
+                                            objective=objective))  # fmt: skip
+    val_s = timed(lambda: evaluate(probe, val_loader, device=device))
+    seconds = train_s * len(train_set) / len(train_loader.dataset)
+    seconds += val_s * len(val_set) / len(val_loader.dataset)
+    if robust_images:
+        robust_loader = loader(val_set, False)
+        robust_s = timed(lambda: robust_accuracy(probe, robust_loader, cfg, device=device))
+        seconds += robust_s * robust_images / len(robust_loader.dataset)
+    return seconds
 
 
 def robust_accuracy(

@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torch.utils.data import Subset
 
 from .. import runtime
 from ..checkpoint import load_checkpoint, load_model_state, trained_model
-from ..config import SECTIONS, DataConfig, RunConfig
+from ..config import SECTIONS, DataConfig, RunConfig, parse_duration
 from ..data import build_dataset, build_datasets, build_loader, check_classes
 from ..models import (
     build_model,
@@ -24,7 +25,15 @@ from ..models import (
 )
 from ..report import write_evaluation
 from ..tracking import Console, RunDir, Tracker
-from ..train import FitState, build_optimizer, build_scheduler, evaluate, fit
+from ..train import (
+    FitState,
+    build_optimizer,
+    build_scheduler,
+    epochs_for_budget,
+    estimate_epoch_seconds,
+    evaluate,
+    fit,
+)
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 
 # Flags that may change when resuming: they do not change what the run computes.
@@ -60,6 +69,7 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunC
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # a --time-budget counts from here
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
     device = runtime.pick_device(cfg.train.device)
@@ -81,6 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.adv.eval_limit:
         subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
         robust_loader = build_loader(subset, cfg.data, train=False, device=device)
+    if checkpoint is None and cfg.train.time_budget:
+        cfg = _fit_budget(cfg, model, train_set, val_set, device, robust_loader, started)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(
         optimizer, cfg.optim, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs
@@ -133,6 +145,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print_where(run)
     return 0
+
+
+def _fit_budget(
+    cfg: RunConfig, model, train_set, val_set, device, robust_loader, started: float
+) -> RunConfig:
+    """`cfg` with --epochs sized so that the run, counted from `started`, fits its budget."""
+    budget = parse_duration(cfg.train.time_budget)
+    print(f"Timing a few steps to fit the run into {cfg.train.time_budget} ...", flush=True)
+    robust_images = len(robust_loader.dataset) if robust_loader else 0
+    epoch_s = estimate_epoch_seconds(cfg, model, train_set, val_set, device=device,
+                                     robust_images=robust_images)  # fmt: skip
+    left = budget - (time.perf_counter() - started)  # data preparation and timing are spent
+    epochs = epochs_for_budget(left, epoch_s)
+    print(
+        f"about {epoch_s:.1f} s per epoch: {epochs} epochs fit in 90% of the {left:.0f} s left; "
+        "the learning-rate schedule is sized to them",
+        flush=True,
+    )
+    return replace(cfg, train=replace(cfg.train, epochs=epochs))
 
 
 def _adversarial_line(cfg: RunConfig, robust_images: int) -> str:
