@@ -324,9 +324,8 @@ def estimate_epoch_seconds(
     seconds = train_s * len(train_set) / len(train_loader.dataset)
     seconds += val_s * len(val_set) / len(val_loader.dataset)
     if robust_images:
-        robust_loader = loader(val_set, False)
-        robust_s = timed(lambda: robust_accuracy(probe, robust_loader, cfg, device=device))
-        seconds += robust_s * robust_images / len(robust_loader.dataset)
+        robust_s = timed(lambda: robust_accuracy(probe, val_loader, cfg, device=device))
+        seconds += robust_s * robust_images / len(val_loader.dataset)
     return seconds
 
 
