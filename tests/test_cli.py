@@ -301,6 +301,24 @@ def test_pretrained_offline_fails_first_with_how_to_pass_weights(tmp_path, monke
     assert "Preparing" not in captured.out and not (tmp_path / "runs").exists()
 
 
+def test_light_augmentation_and_flip_tta_are_recorded_and_the_final_evaluation_is_written(
+    tmp_path,
+):
+    out = tmp_path / "runs"
+    assert main(["train", *TINY_TRAIN, "--augment", "light", "--tta", "--out-dir", str(out)]) == 0
+    (run,) = out.iterdir()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["data"]["augment"] == "light" and cfg["train"]["tta"] is True
+    final = json.loads((run / "eval" / "final-val" / "metrics.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert final["tta"] is True and final["epoch"] == 2 and final["images"] == 24
+    assert final["acc1"] == summary["final_val_acc1"]
+    rows = (run / "eval" / "final-val" / "per_class.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3  # header and the three classes
+    with pytest.raises(SystemExit):  # argparse refuses it, listing the choices
+        main(["train", "--augment", "strong"])
+
+
 def test_time_budget_sizes_the_schedule_and_records_the_epochs(tmp_path, capsys):
     flags = [f for f in TINY_TRAIN if f not in ("--epochs", "2")]
     assert main(["train", *flags, "--time-budget", "4s", "--out-dir", str(tmp_path)]) == 0

@@ -30,6 +30,26 @@ def test_train_preset_is_random():
     assert not torch.equal(train_transform(64)(image), train_transform(64)(image))
 
 
+def test_light_preset_is_a_shifted_crop_of_the_resize_possibly_mirrored():
+    image = tv_tensors.Image(torch.randint(0, 256, (3, 72, 72), dtype=torch.uint8))
+    seen = set()
+    for _ in range(40):
+        out = train_transform(64, "light")(image)
+        crops = {(i, j, flip) for i in range(9) for j in range(9) for flip in (False, True)
+                 if torch.equal((out * 255).round().byte(), (image.flip(-1) if flip else image)
+                                [:, i:i + 64, j:j + 64])}  # fmt: skip
+        assert crops  # exactly a window of the image (no rotation, scaling or colour change)
+        seen |= crops
+    assert len(seen) > 10 and {flip for *_, flip in seen} == {False, True}
+
+
+def test_no_augmentation_is_the_eval_preset_and_unknown_presets_are_refused():
+    image = tv_tensors.Image(torch.randint(0, 256, (3, 90, 90), dtype=torch.uint8))
+    assert torch.equal(train_transform(64, "none")(image), eval_transform(64)(image))
+    with pytest.raises(ValueError, match="unknown augmentation preset 'strong'"):
+        train_transform(64, "strong")
+
+
 def test_channel_scale_stays_within_15_percent_per_channel_and_leaves_masks_alone():
     image = tv_tensors.Image(torch.full((3, 8, 8), 0.5))
     mask = tv_tensors.Mask(torch.ones(8, 8, dtype=torch.bool))

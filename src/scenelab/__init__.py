@@ -38,6 +38,7 @@ from .explain_score import score_methods
 from .metrics import mask_energy, pointing_game
 from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
+from .report import write_report
 from .train import (
     build_optimizer,
     build_scheduler,
@@ -48,6 +49,7 @@ from .train import (
 )
 
 __all__ = [
+    "write_report",
     "MODELS",
     "AdvConfig",
     "AdversarialObjective",

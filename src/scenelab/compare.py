@@ -7,7 +7,6 @@ convolution at epoch 10 of a 60-epoch schedule.
 """
 
 import csv
-import html
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .document import Figure, Table, to_html, to_markdown
+from .plots import plot_val_curves
 from .tracking import RunDir
 
 COLUMNS = {  # key: header
@@ -101,51 +102,13 @@ def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
     return list(COLUMNS.values()), [[_cell(k, r[k]) for k in COLUMNS] for r in rows]
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    header, cells = table_cells(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
-
-
 def write_comparison(rows: list[dict[str, Any]], out: Path, *, title: str) -> None:
     """results.md, results.csv, results.html and val_curves.png in `out`."""
-    (out / "results.md").write_text(f"# {title}\n\n" + markdown(rows))
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    header, cells = table_cells(rows)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells
-    )
-    (out / "results.html").write_text(
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}</style>"
-        f"<h1>{html.escape(title)}</h1><table><tr>{head}</tr>{body}</table>"
-        "<p><img src='val_curves.png' alt='validation curves'></p>\n"
-    )
-    _plot_curves(rows, out / "val_curves.png")
-
-
-def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for r in rows:
-        epochs, acc1, val_loss = zip(*r["curve"], strict=True)
-        acc.plot(epochs, acc1, "o-", markersize=3, label=r["run"])
-        loss.plot(epochs, val_loss, "o-", markersize=3, label=r["run"])
-    acc.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
-    loss.set(xlabel="epoch", ylabel="val loss", title="validation loss")
-    for ax in (acc, loss):
-        ax.grid(alpha=0.3)
-    acc.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plot_val_curves([(r["run"], r["curve"]) for r in rows], out / "val_curves.png")
+    blocks = [Table(*table_cells(rows)), Figure("val_curves.png", "validation curves")]
+    (out / "results.md").write_text(to_markdown(title, blocks))
+    (out / "results.html").write_text(to_html(title, blocks))

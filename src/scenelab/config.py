@@ -10,6 +10,7 @@ from typing import Any, get_type_hints
 
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")
 OPTIMIZERS = ("sgd", "adamw")
+AUGMENTS = ("course", "light", "none")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -24,6 +25,9 @@ class DataConfig:
     batch_size: int = _opt(64, "images per optimisation step")
     workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = _opt(0, "use only the first N validation images (0: all)")
+    augment: str = _opt("course", "training augmentation: course (flip, rotation, resized crop "
+                        "from 25%%, colour), light (flip and a shifted crop: better for runs "
+                        "of a few epochs) or none", choices=AUGMENTS)  # fmt: skip
     synth_classes: int = _opt(10, "synthetic scenes: number of classes (at most 10)")
     synth_train: int = _opt(4000, "synthetic scenes: training images")
     synth_val: int = _opt(1000, "synthetic scenes: validation images")
@@ -97,6 +101,7 @@ class TrainConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
     out_dir: str = _opt("runs", "where run folders are created")
     name: str = _opt("", "run folder name suffix (default: model name)")
+    tta: bool = _opt(False, "validate on the image and its mirror (flip test-time augmentation)")
     log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
     time_budget: str = _opt("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "
                             "--epochs is sized from a few timed steps, so the learning rate "

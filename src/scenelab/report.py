@@ -1,16 +1,36 @@
-"""Result files and plots (matplotlib, Agg backend): evaluation tables, confusion matrices and
-saliency grids."""
+"""Result files and the run report.
+
+`write_evaluation` writes an evaluation's tables; `write_report` (re)builds a run folder's
+report.html and report.md from what the folder holds: the resolved config, the metrics of every
+epoch, the final model's per-class results, and the explain/ and attack/ results when present.
+Sections appear only for what the run has.
+"""
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+import yaml
 
+from .document import (
+    Block,
+    Code,
+    Details,
+    Figure,
+    Gallery,
+    Heading,
+    Links,
+    Table,
+    Text,
+    to_html,
+    to_markdown,
+)
 from .metrics import per_class_accuracy
-from .tracking import RunDir
+from .plots import plot_confusion, plot_training_curves
+from .tracking import RunDir, read_rows
 
 
 def new_folder(parent: Path, name: str) -> Path:
@@ -48,114 +68,272 @@ def write_evaluation(
     return out
 
 
-def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix as a heat map (class names shown up to 30 classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(min(4 + 0.3 * k, 16), min(3.5 + 0.3 * k, 15)))
-    image = ax.imshow(rates.numpy(), cmap="viridis", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, label="fraction of the true class")
-    if k <= 30:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+class ReportError(ValueError):
+    """A folder that is not a run folder."""
 
 
-def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
-    """A matplotlib figure: one row per image, one column per entry of `columns` (its key is
-    the header), each cell titled by `titles[row][col]`.
-
-    A column holds images (N, 3, H, W) in [0, 1], or maps (N, H, W) drawn with a colour map.
-    The caller saves and closes the figure.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n, k = len(titles), len(columns)
-    fig, axes = plt.subplots(n, k, figsize=(2.2 * k, 2.3 * n + 0.3), squeeze=False)
-    for col, (header, panels) in enumerate(columns.items()):
-        for row in range(n):
-            panel = panels[row].detach().cpu()
-            ax = axes[row, col]
-            if panel.ndim == 3:
-                ax.imshow(panel.permute(1, 2, 0).numpy())
-            else:
-                ax.imshow(panel.numpy(), cmap="inferno")
-            ax.set_axis_off()
-            title = titles[row][col]
-            ax.set_title(f"{header}\n{title}" if row == 0 else title, fontsize=8, loc="left")
-    fig.tight_layout()
-    return fig
+def write_report(root: str | Path) -> tuple[Path, Path]:
+    """(Re)build report.html and report.md in the run folder `root` (plots go to plots/)."""
+    run = RunDir(Path(root))
+    if not run.config.is_file():
+        raise ReportError(f"{run.root} is not a run folder (no config.yaml); pass "
+                          "runs/<time>-<name>, the folder `scenelab train` printed")  # fmt: skip
+    title = f"Run {run.root.name}"
+    blocks = build_report(run)
+    run.report_md.write_text(to_markdown(title, blocks))
+    run.report_html.write_text(to_html(title, blocks))
+    return run.report_html, run.report_md
 
 
-def explain_grid(
-    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
-):
-    """One row per image (image, map, overlay), titled with `titles` (true/predicted class)."""
-    columns = {"image": images, "map": maps, "overlay": overlays}
-    return image_grid(columns, [[t, "", ""] for t in titles])
+def build_report(run: RunDir) -> list[Block]:
+    """The report's blocks: each section appears when the run has what it shows."""
+    cfg = yaml.safe_load(run.config.read_text()) or {}
+    summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+    rows = read_rows(run.metrics_jsonl)
+    return [
+        *_overview(cfg, summary, rows),
+        *_curves(run, rows),
+        *_per_class(run),
+        *_evaluations(run),
+        *_explanations(run),
+        *_attacks(run),
+        Heading("Configuration"),
+        Details(
+            "config.yaml (resolved: every setting the run used)",
+            [Code(run.config.read_text(), "yaml")],
+        ),  # fmt: skip
+    ]
 
 
-def plot_robustness(
-    rows: list[dict[str, Any]], path: Path, *, units: str = "pixels", title: str = ""
-) -> None:
-    """Top-1 under attack against epsilon, a line per model; with several models, a second
-    panel: the clean/robust trade-off (clean top-1 against top-1 at the largest epsilon).
-
-    rows: model (a run folder name), eps, clean_acc1, adv_acc1.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scale, label = (255, "epsilon (grey levels, x/255)") if units == "pixels" else (
-        1, "epsilon (normalised units)")  # fmt: skip
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, 2 if len(models) > 1 else 1, figsize=(10 if len(models) > 1
-                             else 5, 3.8), squeeze=False)  # fmt: skip
-    ax = axes[0, 0]
-    accs = [r["adv_acc1"] for r in rows] + [r["clean_acc1"] for r in rows]
-    for name in models:
-        mine = [r for r in rows if r["model"] == name]
-        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-",
-                label=RunDir.short_name(name))  # fmt: skip
-    ax.set(xlabel=label, ylabel="top-1 under attack (%)")
-    ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if len(models) > 1:
-        ax = axes[0, 1]
-        top = max(r["eps"] for r in rows)
-        for name in models:
-            (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
-            ax.scatter(r["clean_acc1"], r["adv_acc1"])
-            ax.annotate(RunDir.short_name(name), (r["clean_acc1"], r["adv_acc1"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
-        ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
-        ax.set_title("clean / robust trade-off", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.margins(0.25)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _fmt(value: Any, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def figure_pixels(fig) -> torch.Tensor:
-    """A drawn figure as a (3, H, W) float tensor in [0, 1] (for TensorBoard)."""
-    fig.canvas.draw()
-    rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
-    return rgba[..., :3].permute(2, 0, 1).float() / 255
+def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
+    model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
+    optim = cfg.get("optim", {})
+    line = (f"{model.get('model')} (conv {model.get('conv')}) on {data.get('data')} data at "
+            f"{data.get('image_size')} px; {optim.get('optimizer')} lr {optim.get('lr')}, "
+            f"batch {data.get('batch_size')}, {train.get('epochs')} epochs planned")  # fmt: skip
+    blocks: list[Block] = [Text(line)]
+    if not rows:
+        return blocks + [Text("No epoch has finished yet: there are no metrics to show.")]
+    last = rows[-1]
+    if not summary:
+        blocks.append(Text(f"No summary.json: the run is still going on or was stopped. The "
+                           f"figures are those of the {len(rows)} finished epochs."))  # fmt: skip
+    seconds = [r["epoch_seconds"] for r in rows]
+    results = [
+        ("epochs", f"{len(rows)} of {train.get('epochs')}"),
+        ("val top-1 (final / best)", f"{_fmt(last['val_acc1'])} / "
+                                     f"{_fmt(max(r['val_acc1'] for r in rows))}"),
+        ("val top-5", _fmt(last["val_acc5"])),
+        ("train top-1 / top-5", f"{_fmt(last['train_acc1'])} / {_fmt(last['train_acc5'])}"),
+        ("val loss (final / min)", f"{_fmt(last['val_loss'], 4)} / "
+                                   f"{_fmt(min(r['val_loss'] for r in rows), 4)}"),
+    ]  # fmt: skip
+    if "val_robust_acc1" in last:
+        results.append(
+            (
+                "robust top-1 (relative drop)",
+                f"{_fmt(last['val_robust_acc1'])} ({_fmt(last['val_robust_drop'], 1)}%)",
+            )
+        )
+    results += [
+        ("training time", f"{sum(seconds):,.0f} s ({sum(seconds) / len(rows):,.1f} s per epoch)"),
+        ("images per second", _fmt(summary.get("images_per_second", last["images_per_second"]), 0)),
+        ("peak memory", f"{max(r['peak_memory_mb'] for r in rows):,.0f} MB"
+                        + (f" ({summary['device']})" if "device" in summary else "")),
+        ("parameters", _fmt(summary.get("params"))),
+    ]  # fmt: skip
+    accuracy = "flip TTA, " if train.get("tta") else ""
+    return blocks + [
+        Heading("Results"),
+        Text(f"Accuracies in percent on the validation split ({accuracy}evaluated after every "
+             "epoch); memory is the process's peak (CUDA: allocated tensors; CPU: resident)."),
+        Table(["", "value"], [[k, v] for k, v in results]),
+    ]  # fmt: skip
+
+
+def _lr_steps(run: RunDir):
+    """(label, steps, lr) from TensorBoard's train/lr scalars, or None."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not run.tb.is_dir():
+        return None
+    events = EventAccumulator(str(run.tb), size_guidance={"scalars": 0}).Reload()
+    if "train/lr" not in events.Tags().get("scalars", []):
+        return None
+    by_step = {e.step: e.value for e in events.Scalars("train/lr")}  # a resume re-logs steps
+    steps = sorted(by_step)
+    if len(steps) < 10:  # too short a run for a curve per step: per epoch says more
+        return None
+    return "lr", steps, [by_step[s] for s in steps]
+
+
+def _curves(run: RunDir, rows: list[dict]) -> list[Block]:
+    if not rows:
+        return []
+    charts = plot_training_curves(rows, run.plots, _lr_steps(run))
+    columns = [k for k in EPOCH_COLUMNS if any(k in r for r in rows)]
+    table = [[_fmt(r.get(k), 6 if k == "lr" else 4 if "loss" in k else 2) for k in columns]
+             for r in rows]  # fmt: skip
+    return [
+        Heading("Training curves"),
+        Gallery([Figure(f"{run.plots.name}/{name}", alt) for name, alt in charts]),
+        Details(
+            "every epoch: metrics, time and peak memory (metrics.csv)",
+            [Table([EPOCH_COLUMNS[k] for k in columns], table)],
+        ),  # fmt: skip
+    ]
+
+
+EPOCH_COLUMNS = {
+    "epoch": "epoch",
+    "train_loss": "train loss",
+    "val_loss": "val loss",
+    "train_acc1": "train top-1",
+    "val_acc1": "val top-1",
+    "val_acc5": "val top-5",
+    "val_robust_acc1": "robust top-1",
+    "lr": "lr",
+    "epoch_seconds": "seconds",
+    "images_per_second": "images/s",
+    "peak_memory_mb": "peak MB",
+}
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def _per_class(run: RunDir, top: int = 10) -> list[Block]:
+    folder = run.final_eval
+    if not (folder / "per_class.csv").is_file():
+        return []
+    meta = json.loads((folder / "metrics.json").read_text())
+    rated = [(name, int(n), float(acc)) for name, n, acc in _read_csv(folder / "per_class.csv")[1:]
+             if int(n) > 0]  # fmt: skip
+    ranked = sorted(rated, key=lambda r: (-r[2], r[0]))
+    lowest = sorted(rated, key=lambda r: (r[2], r[0]))
+    confusions = _largest_confusions(_read_csv(folder / "confusion.csv"), top)
+    rel = folder.relative_to(run.root).as_posix()
+
+    def table(rows: list[tuple[str, int, float]]) -> Table:
+        return Table(
+            ["class", "val images", "top-1 (%)"], [[c, str(n), f"{a:.1f}"] for c, n, a in rows]
+        )
+
+    if len(ranked) <= 2 * top:  # best and worst would overlap: one table of every class
+        classes = [Heading("Every class, best first", 3), table(ranked)]
+    else:
+        classes = [Heading(f"Best {top} classes", 3), table(ranked[:top]),
+                   Heading(f"Worst {top} classes", 3), table(lowest[:top])]  # fmt: skip
+    tta = ", flip TTA" if meta.get("tta") else ""
+    return [
+        Heading("Per-class accuracy"),
+        Text(
+            f"The final model (epoch {meta.get('epoch')}{tta}) on {meta.get('images')} "
+            f"validation images, from {rel}/."
+        ),  # fmt: skip
+        *classes,
+        Heading("Largest confusions", 3),
+        Table(["true class", "predicted as", "images", "share of the class (%)"], confusions),
+        Figure(f"{rel}/confusion.png", "confusion matrix, rows normalised"),
+        Links(
+            [(f"{rel}/per_class.csv", "per_class.csv"), (f"{rel}/confusion.csv", "confusion.csv")]
+        ),  # fmt: skip
+    ]
+
+
+def _largest_confusions(table: list[list[str]], top: int) -> list[list[str]]:
+    """The `top` largest off-diagonal cells of a confusion.csv (header row, then one row per
+    true class: name, counts per predicted class)."""
+    classes = table[0][1:]
+    cells = []
+    for i, (name, *counts) in enumerate(table[1:]):
+        counts = [int(c) for c in counts]
+        total = max(sum(counts), 1)
+        cells += [(c, name, classes[j], 100 * c / total) for j, c in enumerate(counts)
+                  if j != i and c > 0]  # fmt: skip
+    cells.sort(key=lambda c: (-c[0], -c[3], c[1]))
+    return [[true, pred, str(c), f"{share:.1f}"] for c, true, pred, share in cells[:top]]
+
+
+def _evaluations(run: RunDir) -> list[Block]:
+    found = run.eval.glob("*/metrics.json")
+    folders = sorted(p.parent for p in found if p.parent != run.final_eval)
+    if not folders:
+        return []
+    rows = []
+    for folder in folders:
+        m = json.loads((folder / "metrics.json").read_text())
+        rows.append([folder.name, _fmt(m.get("acc1")), _fmt(m.get("acc5")),
+                     _fmt(m.get("loss"), 4), _fmt(m.get("images")),
+                     "yes" if m.get("tta") else "no"])  # fmt: skip
+    return [
+        Heading("Evaluations"),
+        Text("scenelab eval results in eval/ (each folder has per_class.csv and confusion.png)."),
+        Table(["folder", "top-1", "top-5", "loss", "images", "flip TTA"], rows),
+    ]
+
+
+def _explanations(run: RunDir) -> list[Block]:
+    blocks: list[Block] = []
+    for folder in _folders(run.explain):
+        rel = folder.relative_to(run.root).as_posix()
+        blocks.append(Heading(rel, 3))
+        if (folder / "score.csv").is_file():
+            rows = _read_csv(folder / "score.csv")
+            keep = ["method", "images", "pointing_game", "mask_energy", "chance_energy",
+                    "randomised_rank_corr", "passes_sanity"]  # fmt: skip
+            index = [rows[0].index(k) for k in keep if k in rows[0]]
+            blocks += [
+                Text("Saliency quality against the object masks: pointing game and mask energy "
+                     "(percent; chance energy is the masks' area), and the rank correlation of "
+                     "maps from the trained and a re-initialised model (sanity: below 0.5)."),
+                Table([rows[0][i] for i in index], [[_round(r[i]) for i in index]
+                                                   for r in rows[1:]]),  # fmt: skip
+            ]  # fmt: skip
+        if (folder / "grid.png").is_file():
+            blocks.append(Figure(f"{rel}/grid.png", f"saliency maps: {folder.name}"))
+    return [Heading("Explanations"), *blocks] if blocks else []
+
+
+def _attacks(run: RunDir) -> list[Block]:
+    blocks: list[Block] = []
+    for folder in _folders(run.attack):
+        rel = folder.relative_to(run.root).as_posix()
+        blocks.append(Heading(rel, 3))
+        if (folder / "metrics.json").is_file():
+            results = json.loads((folder / "metrics.json").read_text()).get("results", {})
+            blocks.append(Table(
+                ["model", "clean top-1", "adversarial top-1", "adversarial top-5",
+                 "target hit (%)", "mean L-inf", "mean L2", "images"],
+                [[RunDir.short_name(name), _fmt(r["clean_acc1"]), _fmt(r["adv_acc1"]),
+                  _fmt(r["adv_acc5"]), _fmt(r["success"]), _fmt(r["linf"], 4),
+                  _fmt(r["l2"], 3), _fmt(r["images"])] for name, r in results.items()],
+            ))  # fmt: skip
+        if (folder / "robustness.csv").is_file():
+            rows = _read_csv(folder / "robustness.csv")
+            blocks.append(Table(rows[0], [[RunDir.short_name(r[0]), *map(_round, r[1:])]
+                                          for r in rows[1:]]))  # fmt: skip
+        for picture in ("grid.png", "robustness.png"):
+            if (folder / picture).is_file():
+                blocks.append(Figure(f"{rel}/{picture}", f"{folder.name}: {picture}"))
+    return [Heading("Attacks"), *blocks] if blocks else []
+
+
+def _folders(parent: Path) -> list[Path]:
+    return sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def _round(cell: str) -> str:
+    """A CSV cell with a long float shortened to 4 significant digits."""
+    try:
+        return f"{float(cell):.4g}" if "." in cell else cell
+    except ValueError:
+        return cell

@@ -47,6 +47,12 @@ class RunDir:
     last = property(lambda self: self.root / "checkpoints" / "last.pt")
     best = property(lambda self: self.root / "checkpoints" / "best.pt")
     eval = property(lambda self: self.root / "eval")
+    final_eval = property(lambda self: self.root / "eval" / "final-val")
+    explain = property(lambda self: self.root / "explain")
+    attack = property(lambda self: self.root / "attack")
+    report_html = property(lambda self: self.root / "report.html")
+    report_md = property(lambda self: self.root / "report.md")
+    plots = property(lambda self: self.root / "plots")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

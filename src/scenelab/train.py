@@ -179,6 +179,7 @@ class FitState:
     step: int = 0  # optimizer steps
     best_acc1: float = -1.0
     totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
+    confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
@@ -250,7 +251,10 @@ def fit(
                 f"lr {optimizer.param_groups[0]['lr']:.3g}); nothing was saved for this epoch, "
                 f"the last good checkpoint is {run.last}. Lower --lr or set --clip-grad."
             )
-        val = evaluate(model, val_loader, device=device)
+        val = evaluate(
+            model, val_loader, device=device, tta=cfg.train.tta, num_classes=len(classes)
+        )
+        state.confusion = val.pop("confusion")
         row = _epoch_row(
             epoch,
             train,
@@ -299,7 +303,9 @@ def estimate_epoch_seconds(
     robust_images: int = 0,
 ) -> float:
     """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
-    the model over `steps` batches of each after one warm-up pass, then scaled up."""
+    the model after one warm-up pass. Each part is timed over `steps` and `2 * steps` batches:
+    the difference is the cost per batch, the rest a fixed cost per pass (starting workers),
+    and the epoch is that fixed cost plus its batches."""
     probe = copy.deepcopy(model)
     optimizer = build_optimizer(probe, cfg.optim)
     objective = None
@@ -307,25 +313,33 @@ def estimate_epoch_seconds(
         objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
     batch = cfg.data.batch_size
 
-    def loader(dataset, train):
-        part = Subset(dataset, range(min(len(dataset), steps * batch)))
+    def loader(dataset, train: bool, n: int) -> DataLoader:
+        part = Subset(dataset, range(min(len(dataset), n * batch)))
         return build_loader(part, cfg.data, train=train, device=device)
 
-    def timed(run) -> float:
-        run()  # warm-up: workers, allocator, kernels
-        with Timer(device) as timer:
-            run()
-        return timer.seconds
+    def extrapolate(dataset, train: bool, run, images: int) -> float:
+        short, long = loader(dataset, train, steps), loader(dataset, train, 2 * steps)
+        run(short)  # warm-up: workers, allocator, kernels
+        seconds = []
+        for part in (short, long):
+            with Timer(device) as timer:
+                run(part)
+            seconds.append(timer.seconds)
+        extra = len(long.dataset) - len(short.dataset)
+        if extra == 0:  # the whole split fits in the short pass
+            return seconds[0] * images / len(short.dataset)
+        per_image = max(seconds[1] - seconds[0], 0.0) / extra
+        fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
+        return fixed + per_image * images
 
-    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
-    train_s = timed(lambda: train_one_epoch(probe, train_loader, optimizer, device=device,
-                                            objective=objective))  # fmt: skip
-    val_s = timed(lambda: evaluate(probe, val_loader, device=device))
-    seconds = train_s * len(train_set) / len(train_loader.dataset)
-    seconds += val_s * len(val_set) / len(val_loader.dataset)
+    seconds = extrapolate(train_set, True, lambda part: train_one_epoch(
+        probe, part, optimizer, device=device, objective=objective), len(train_set))  # fmt: skip
+    seconds += extrapolate(val_set, False, lambda part: evaluate(
+        probe, part, device=device, tta=cfg.train.tta), len(val_set))  # fmt: skip
     if robust_images:
-        robust_s = timed(lambda: robust_accuracy(probe, val_loader, cfg, device=device))
-        seconds += robust_s * robust_images / len(val_loader.dataset)
+        robust = Subset(val_set, range(min(robust_images, len(val_set))))
+        seconds += extrapolate(robust, False, lambda part: robust_accuracy(
+            probe, part, cfg, device=device), robust_images)  # fmt: skip
     return seconds
 
 

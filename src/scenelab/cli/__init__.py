@@ -10,14 +10,15 @@ import sys
 
 from ..checkpoint import CheckpointError
 from ..data import DatasetError
+from ..report import ReportError
 from ..train import TrainingError
-from . import attack, bench, compare, data, explain, models, recipes, train
+from . import attack, bench, data, explain, models, recipes, results, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train, models, explain, attack, compare, data, bench, recipes):
+    for module in (train, models, explain, attack, results, data, bench, recipes):
         module.add_parsers(sub)
     return parser
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError, TrainingError, ValueError) as e:
+    except (DatasetError, CheckpointError, TrainingError, ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

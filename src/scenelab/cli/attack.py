@@ -28,9 +28,11 @@ from ..bench import format_table
 from ..checkpoint import load_checkpoint, trained_model
 from ..config import ATTACK_PRESETS, AttackConfig, DataConfig, coerce_fields
 from ..data import build_dataset, build_loader, check_classes
-from ..report import figure_pixels, image_grid, new_folder, plot_robustness
+from ..plots import figure_pixels, image_grid, plot_robustness, pyplot
+from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
+from .results import refresh_report
 
 
 def attack_config(args: argparse.Namespace) -> tuple[AttackConfig, dict[str, Any]]:
@@ -217,13 +219,13 @@ def cmd_attack(args: argparse.Namespace) -> int:
             plot = decode_image(str(out / "robustness.png"), mode=ImageReadMode.RGB)
             tracker.images(f"attack/{out.name}", plot.float() / 255, 0)
         print(f"\nResults: {out}  (robustness.csv, robustness.png; TensorBoard: attack/)")
+        refresh_report(run)
         return 0
     results = [(name, _attack(cfg, model, loader, cfg.eps, device, keep=cfg.num))
                for name, model in models]  # fmt: skip
     print("\n" + _table(results))
     out = new_folder(parent, attack_label(cfg))
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig = _grid(results, classes)
     fig.savefig(out / "grid.png", dpi=100)
     grid = figure_pixels(fig)
@@ -235,6 +237,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     with Tracker(run) as tracker:
         tracker.images(f"attack/{out.name}", grid, 0)
     print(f"\nResults: {out}  (metrics.json, grid.png; TensorBoard: attack/)")
+    refresh_report(run)
     return 0
 
 

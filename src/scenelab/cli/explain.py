@@ -17,9 +17,11 @@ from ..data.decode import decode_rgb
 from ..data.transforms import eval_transform
 from ..explain import compute_maps, method_label, predict, red_overlay
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
-from ..report import explain_grid, figure_pixels, new_folder
+from ..plots import explain_grid, figure_pixels, pyplot
+from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
 from .flags import add_checkpoint_flags, add_config_flags, given
+from .results import refresh_report
 
 
 def _files(paths: list[str], size: int) -> torch.Tensor:
@@ -55,7 +57,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     classes, run = checkpoint["classes"], RunDir(Path(args.checkpoint).resolve().parent.parent)
     parent = Path(args.out) if args.out else run.root / "explain"
     if args.score:
-        return _score(model, cfg, ecfg, checkpoint, parent, device)
+        _score(model, cfg, ecfg, checkpoint, parent, device)
+        refresh_report(run)
+        return 0
     if args.images:
         images, labels = _files(args.images, cfg.data.resolved_image_size), None
     else:
@@ -80,14 +84,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"\nResults: {out}  (grid.png, one PNG per image, maps.pt; TensorBoard: explain/)")
     with Tracker(run) as tracker:
         tracker.images(f"explain/{out.name}", grid, 0)
+    refresh_report(run)
     return 0
 
 
 def _write_pictures(out: Path, images, maps, overlays, titles, names) -> torch.Tensor:
     """grid.png and one PNG per image (named by index and predicted class); returns the grid's
     pixels (3, H, W) for TensorBoard."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig = explain_grid(images, maps, overlays, titles)
     fig.savefig(out / "grid.png", dpi=100)
     grid = figure_pixels(fig)
@@ -100,7 +104,7 @@ def _write_pictures(out: Path, images, maps, overlays, titles, names) -> torch.T
     return grid
 
 
-def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path, device) -> int:
+def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path, device) -> None:
     dataset, data_classes = build_dataset(cfg.data, "val", with_masks=True)
     check_classes(data_classes, checkpoint["classes"], cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
@@ -129,7 +133,6 @@ def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path,
         f"it (chance: the masks' area); rank corr: trained vs re-initialised model's maps "
         f"(sanity passes below {SANITY_MAX_CORRELATION})\n\nResults: {out / 'score.csv'}"
     )
-    return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -35,6 +36,7 @@ from ..train import (
     fit,
 )
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
+from .results import refresh_report
 
 # Flags that may change when resuming: they do not change what the run computes.
 RESUMABLE = {"device", "workers", "log_every", "stop_after"}
@@ -137,6 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     summary = _summary(cfg, state, params, device)
     run.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    if state.confusion is not None:  # per-class accuracy and confusions of the final model
+        _write_final_evaluation(run, cfg, state, classes)
     print(
         f"\nbest val top-1 {summary['best_val_acc1']:.2f}%  final top-1 "
         f"{summary['final_val_acc1']:.2f}% top-5 {summary['final_val_acc5']:.2f}%  "
@@ -144,7 +148,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"peak {summary['peak_memory_mb']:.0f} MB"
     )
     print_where(run)
+    refresh_report(run)
     return 0
+
+
+def _write_final_evaluation(
+    run: RunDir, cfg: RunConfig, state: FitState, classes: list[str]
+) -> None:
+    """eval/final-val/: the last epoch's validation, replacing an earlier run's (on resume)."""
+    shutil.rmtree(run.final_eval, ignore_errors=True)
+    t = state.totals
+    metrics = {"acc1": t["final_val_acc1"], "acc5": t["final_val_acc5"],
+               "loss": t["final_val_loss"], "confusion": state.confusion}  # fmt: skip
+    meta = {"checkpoint": str(run.last), "epoch": state.epoch, "tta": cfg.train.tta}
+    write_evaluation(run.eval, run.final_eval.name, metrics, classes, meta)
 
 
 def _fit_budget(
@@ -234,6 +251,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
     print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")
+    if not args.out:
+        refresh_report(run)
     return 0
 
 

@@ -29,7 +29,7 @@ def build_dataset(
 ) -> tuple[Dataset, list[str]]:
     """One split and its class names; `augment` picks the train preset, else the eval preset."""
     size = cfg.resolved_image_size
-    transform = train_transform(size) if augment else eval_transform(size)
+    transform = train_transform(size, cfg.augment) if augment else eval_transform(size)
     if cfg.data == "synthetic":
         count = cfg.synth_train if split == "train" else cfg.synth_val
         dataset = SyntheticScenes(

@@ -3,6 +3,9 @@
 Sizes scale with the target size S (the course used S = 128 and a resize to 144 = 1.125 S):
 - train: resize shorter side to 1.125 S, horizontal flip, rotation within +-15 degrees, random
   resized crop to S (area 25-100%, aspect 0.8-1.2), then per-channel colour scaling within +-15%;
+- light (for runs of a few epochs, where the course's strong augmentation costs more accuracy than
+  it saves from overfitting): resize to 1.125 S, random crop S, horizontal flip;
+- none: the eval preset;
 - eval: resize shorter side to 1.125 S, centre crop S.
 Geometry runs on uint8 (cheaper) and the float conversion comes last; both yield float images in
 [0, 1]. Masks passed alongside an image get the same geometry and keep their dtype.
@@ -45,7 +48,20 @@ def resize_size(size: int) -> int:
     return round(size * 144 / 128)
 
 
-def train_transform(size: int) -> v2.Compose:
+def train_transform(size: int, preset: str = "course") -> v2.Compose:
+    if preset == "none":
+        return eval_transform(size)
+    if preset == "light":
+        return v2.Compose(
+            [
+                v2.Resize(resize_size(size), antialias=True),
+                v2.RandomCrop(size),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        )
+    if preset != "course":
+        raise ValueError(f"unknown augmentation preset {preset!r}: use course, light or none")
     return v2.Compose(
         [
             v2.Resize(resize_size(size), antialias=True),

@@ -1,0 +1,188 @@
+"""Plots (matplotlib, Agg backend): training curves, confusion matrices, picture grids and
+robustness curves. Each function draws one figure and saves it (or returns it for the caller to
+save and close)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .tracking import RunDir
+
+Series = tuple[str, Sequence[float], Sequence[float]]  # (label, x, y)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lines(
+    panels: list[tuple[str, str, list[Series]]], path: Path, *, xlabel: str = "epoch"
+) -> None:
+    """One row of line charts, a panel per (title, y label, series), saved to `path`."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, ylabel, series) in zip(axes[0], panels, strict=True):
+        for label, x, y in series:
+            ax.plot(x, y, "o-" if len(x) <= 30 else "-", markersize=3, label=label)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_training_curves(
+    rows: list[dict[str, float]], out: Path, lr_steps: Series | None = None
+) -> list[tuple[str, str]]:
+    """The curves of a run's metrics rows as PNGs in `out`: loss, learning rate, top-1, top-5
+    and, when measured, robust top-1. `lr_steps` (label, steps, lr) plots the learning rate per
+    step instead of per epoch. Returns (file name, description) pairs in display order."""
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = [r["epoch"] for r in rows]
+
+    def pair(key: str) -> list[Series]:
+        return [(split, epochs, [r[f"{split}_{key}"] for r in rows]) for split in ("train", "val")]
+
+    if lr_steps is not None:
+        lr = ("learning rate per step", "lr", [lr_steps]), "step"
+    else:
+        per_epoch = [("lr", epochs, [r["lr"] for r in rows])]
+        lr = ("learning rate at the end of each epoch", "lr", per_epoch), "epoch"
+    charts = [  # (file, panel, x label)
+        ("loss.png", ("loss", "cross-entropy", pair("loss")), "epoch"),
+        ("lr.png", *lr),
+        ("top1.png", ("top-1 accuracy", "accuracy (%)", pair("acc1")), "epoch"),
+        ("top5.png", ("top-5 accuracy", "accuracy (%)", pair("acc5")), "epoch"),
+    ]
+    robust = [r for r in rows if r.get("val_robust_acc1") is not None]
+    if robust:
+        charts.append(("robust.png", ("top-1, clean and under attack", "accuracy (%)", [
+            ("clean", epochs, [r["val_acc1"] for r in rows]),
+            ("robust", [r["epoch"] for r in robust], [r["val_robust_acc1"] for r in robust]),
+        ]), "epoch"))  # fmt: skip
+    for name, panel, xlabel in charts:
+        plot_lines([panel], out / name, xlabel=xlabel)
+    return [(name, panel[0]) for name, panel, _ in charts]
+
+
+def plot_val_curves(runs: list[tuple[str, list[tuple[int, float, float]]]], path: Path) -> None:
+    """Validation top-1 and loss of several runs overlaid; runs: (name, [(epoch, acc1, loss)])."""
+    acc, loss = [], []
+    for name, curve in runs:
+        epochs, acc1, val_loss = zip(*curve, strict=True)
+        acc.append((name, epochs, acc1))
+        loss.append((name, epochs, val_loss))
+    plot_lines([("validation top-1", "val top-1 (%)", acc), ("validation loss", "val loss", loss)],
+               path)  # fmt: skip
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix as a heat map (class names shown up to 30 classes)."""
+    plt = pyplot()
+    rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(min(4 + 0.3 * k, 16), min(3.5 + 0.3 * k, 15)))
+    image = ax.imshow(rates.numpy(), cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
+    """A matplotlib figure: one row per image, one column per entry of `columns` (its key is
+    the header), each cell titled by `titles[row][col]`.
+
+    A column holds images (N, 3, H, W) in [0, 1], or maps (N, H, W) drawn with a colour map.
+    The caller saves and closes the figure.
+    """
+    plt = pyplot()
+    n, k = len(titles), len(columns)
+    fig, axes = plt.subplots(n, k, figsize=(2.2 * k, 2.3 * n + 0.3), squeeze=False)
+    for col, (header, panels) in enumerate(columns.items()):
+        for row in range(n):
+            panel = panels[row].detach().cpu()
+            ax = axes[row, col]
+            if panel.ndim == 3:
+                ax.imshow(panel.permute(1, 2, 0).numpy())
+            else:
+                ax.imshow(panel.numpy(), cmap="inferno")
+            ax.set_axis_off()
+            title = titles[row][col]
+            ax.set_title(f"{header}\n{title}" if row == 0 else title, fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def explain_grid(
+    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
+):
+    """One row per image (image, map, overlay), titled with `titles` (true/predicted class)."""
+    columns = {"image": images, "map": maps, "overlay": overlays}
+    return image_grid(columns, [[t, "", ""] for t in titles])
+
+
+def plot_robustness(
+    rows: list[dict[str, Any]], path: Path, *, units: str = "pixels", title: str = ""
+) -> None:
+    """Top-1 under attack against epsilon, a line per model; with several models, a second
+    panel: the clean/robust trade-off (clean top-1 against top-1 at the largest epsilon).
+
+    rows: model (a run folder name), eps, clean_acc1, adv_acc1.
+    """
+    plt = pyplot()
+    scale, label = (255, "epsilon (grey levels, x/255)") if units == "pixels" else (
+        1, "epsilon (normalised units)")  # fmt: skip
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, 2 if len(models) > 1 else 1, figsize=(10 if len(models) > 1
+                             else 5, 3.8), squeeze=False)  # fmt: skip
+    ax = axes[0, 0]
+    accs = [r["adv_acc1"] for r in rows] + [r["clean_acc1"] for r in rows]
+    for name in models:
+        mine = [r for r in rows if r["model"] == name]
+        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-",
+                label=RunDir.short_name(name))  # fmt: skip
+    ax.set(xlabel=label, ylabel="top-1 under attack (%)")
+    ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if len(models) > 1:
+        ax = axes[0, 1]
+        top = max(r["eps"] for r in rows)
+        for name in models:
+            (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
+            ax.scatter(r["clean_acc1"], r["adv_acc1"])
+            ax.annotate(RunDir.short_name(name), (r["clean_acc1"], r["adv_acc1"]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
+        ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
+        ax.set_title("clean / robust trade-off", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.margins(0.25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figure_pixels(fig) -> torch.Tensor:
+    """A drawn figure as a (3, H, W) float tensor in [0, 1] (for TensorBoard)."""
+    fig.canvas.draw()
+    rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
+    return rgba[..., :3].permute(2, 0, 1).float() / 255
