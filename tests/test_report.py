@@ -80,13 +80,20 @@ def test_per_class_tables_and_confusions_have_known_answers(run, tmp_path):
     write_evaluation(folder / "eval", "final-val", metrics, classes, {"epoch": 2, "tta": False})
     blocks = build_report(RunDir(folder))
     best = _tables_after(blocks, "Best 10 classes").rows
-    worst = _tables_after(blocks, "Worst 10 classes").rows
+    worst = _tables_after(blocks, "Worst 10 classes").rows  # 3 at 0%: no tie to mention
     assert [r[0] for r in best[:2]] == ["c10", "c21"] and best[0][1:] == ["10", "100.0"]
     assert [r[0] for r in worst[:3]] == ["c00", "c11", "c22"] and worst[0][2] == "0.0"
     confusions = _tables_after(blocks, "Largest confusions").rows
     assert confusions[:3] == [["c00", "c01", "10", "100.0"], ["c11", "c12", "10", "100.0"],
                               ["c22", "c23", "10", "100.0"]]  # fmt: skip
     assert len(confusions) == 10
+    confusion = torch.eye(25, dtype=torch.long)
+    confusion[:12] = torch.eye(25, dtype=torch.long)[12:24]  # 12 classes always wrong
+    shutil.rmtree(folder / "eval" / "final-val")
+    write_evaluation(folder / "eval", "final-val", metrics | {"confusion": confusion}, classes, {})
+    blocks = build_report(RunDir(folder))
+    worst = _tables_after(blocks, "Worst 10 classes (12 classes at 0.0%: the first 10 by name)")
+    assert [r[0] for r in worst.rows] == classes[:10]
 
 
 def test_explain_attack_and_eval_refresh_the_report_with_their_results(run, tmp_path):

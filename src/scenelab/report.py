@@ -230,8 +230,14 @@ def _per_class(run: RunDir, top: int = 10) -> list[Block]:
     if len(ranked) <= 2 * top:  # best and worst would overlap: one table of every class
         classes = [Heading("Every class, best first", 3), table(ranked)]
     else:
+        tied = sum(r[2] == lowest[0][2] for r in rated)
+        note = (
+            f" ({tied} classes at {lowest[0][2]:.1f}%: the first {top} by name)"
+            if tied > top
+            else ""
+        )
         classes = [Heading(f"Best {top} classes", 3), table(ranked[:top]),
-                   Heading(f"Worst {top} classes", 3), table(lowest[:top])]  # fmt: skip
+                   Heading(f"Worst {top} classes{note}", 3), table(lowest[:top])]  # fmt: skip
     tta = ", flip TTA" if meta.get("tta") else ""
     return [
         Heading("Per-class accuracy"),
