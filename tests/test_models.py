@@ -15,7 +15,7 @@ from scenelab.models import (
     optim_defaults,
     resolve_model_config,
 )
-from scenelab.train import param_groups
+from scenelab.optim import param_groups
 
 CNNS = ["simplenet", "resnet_bn"]  # the models built with conv_layer=
 

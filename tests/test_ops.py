@@ -11,7 +11,7 @@ from scenelab import ops
 from scenelab.config import ModelConfig, OptimConfig
 from scenelab.models import build_model
 from scenelab.ops import UnfoldConv2d, conv2d_unfold, conv2d_unfold_backward, conv_geometry
-from scenelab.train import build_optimizer
+from scenelab.optim import build_optimizer
 
 # (in, out, kernel, stride, padding, dilation, groups, input H x W)
 CASES = [

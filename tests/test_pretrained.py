@@ -13,7 +13,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from scenelab.config import ModelConfig, OptimConfig
 from scenelab.models import TorchvisionClassifier, WeightsError, build_model, load_pretrained
 from scenelab.models.pretrained import download_state_dict
-from scenelab.train import build_optimizer
+from scenelab.optim import build_optimizer
 
 
 def _resnet18_state(seed=0):

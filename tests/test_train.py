@@ -8,17 +8,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from scenelab.config import OptimConfig, RunConfig
 from scenelab.data.synthetic import generate
 from scenelab.models import SimpleNet
+from scenelab.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scenelab.tracking import RunDir
-from scenelab.train import (
-    TrainingError,
-    build_optimizer,
-    build_scheduler,
-    evaluate,
-    fit,
-    lr_factor,
-    param_groups,
-    train_one_epoch,
-)
+from scenelab.train import TrainingError, evaluate, fit, train_one_epoch
 
 
 def test_warmup_starts_above_zero_and_cosine_ends_at_the_floor():
@@ -139,8 +131,8 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_pat
 
 
 def test_epochs_for_a_time_budget():
+    from scenelab.budget import epochs_for_budget
     from scenelab.config import parse_duration
-    from scenelab.train import epochs_for_budget
 
     assert [parse_duration(t) for t in ("90s", "30m", "1.5h", "45")] == [90, 1800, 5400, 45]
     with pytest.raises(ValueError, match="expected a duration"):

@@ -38,15 +38,9 @@ from .explain_score import score_methods
 from .metrics import mask_energy, pointing_game
 from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
+from .optim import build_optimizer, build_scheduler
 from .report import write_report
-from .train import (
-    build_optimizer,
-    build_scheduler,
-    evaluate,
-    fit,
-    robust_accuracy,
-    train_one_epoch,
-)
+from .train import evaluate, fit, robust_accuracy, train_one_epoch
 
 __all__ = [
     "write_report",

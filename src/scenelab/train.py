@@ -1,13 +1,9 @@
-"""Optimiser, schedule, `train_one_epoch`, `evaluate` and `fit`: the one training loop.
+"""`train_one_epoch`, `evaluate` and `fit`: the one training loop.
 
-The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
-lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
-fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings. Every
-epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch), so a resumed
-run sees the same data order and augmentation as an uninterrupted one.
+Every epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch), so a
+resumed run sees the same data order and augmentation as an uninterrupted one.
 """
 
-import copy
 import math
 import random
 from dataclasses import dataclass, field
@@ -17,13 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from .adversarial import AdversarialObjective, Objective
 from .attack import AttackResult, evaluate_attack, pgd
 from .checkpoint import save_checkpoint
-from .config import OptimConfig, RunConfig
-from .data import build_loader
+from .config import RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
 from .runtime import Timer, derive_seed, peak_memory_mb, reset_peak_memory
 from .tracking import Console, NullTracker, RunDir, Tracker
@@ -31,56 +26,6 @@ from .tracking import Console, NullTracker, RunDir, Tracker
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
-
-
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Trainable parameters in up to four groups: head or backbone (lr x backbone_lr_scale),
-    with or without weight decay (none for tensors under 2-D and the names the model's
-    `no_weight_decay()` returns, e.g. position embeddings; timm's convention)."""
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            key = (name.startswith("head."), p.ndim >= 2 and name not in skip)
-            groups.setdefault(key, []).append(p)
-    return [
-        {
-            "params": params,
-            "lr": cfg.lr * (1.0 if head else cfg.backbone_lr_scale),
-            "weight_decay": cfg.weight_decay if decay else 0.0,
-        }
-        for (head, decay), params in sorted(groups.items(), reverse=True)  # head first
-    ]
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
-
-
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return min_ratio + (1 - min_ratio) * cosine
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    total = epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        return lr_factor(step, warmup_steps=warmup, total_steps=total, min_ratio=cfg.min_lr_ratio)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
@@ -283,64 +228,6 @@ def fit(
             + (f"  robust acc1 {row['val_robust_acc1']:.2f}" if robust_loader is not None else "")
         )
     return state
-
-
-def epochs_for_budget(
-    budget_seconds: float, epoch_seconds: float, *, margin: float = 0.9, at_most: int = 10_000
-) -> int:
-    """The whole epochs that fit in `margin` of the budget (at least one)."""
-    return max(1, min(at_most, int(margin * budget_seconds // max(epoch_seconds, 1e-9))))
-
-
-def estimate_epoch_seconds(
-    cfg: RunConfig,
-    model: nn.Module,
-    train_set,
-    val_set,
-    *,
-    device: torch.device,
-    steps: int = 6,
-    robust_images: int = 0,
-) -> float:
-    """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
-    the model after one warm-up pass. Each part is timed over `steps` and `2 * steps` batches:
-    the difference is the cost per batch, the rest a fixed cost per pass (starting workers),
-    and the epoch is that fixed cost plus its batches."""
-    probe = copy.deepcopy(model)
-    optimizer = build_optimizer(probe, cfg.optim)
-    objective = None
-    if cfg.adv.adv_train != "none":
-        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
-    batch = cfg.data.batch_size
-
-    def loader(dataset, train: bool, n: int) -> DataLoader:
-        part = Subset(dataset, range(min(len(dataset), n * batch)))
-        return build_loader(part, cfg.data, train=train, device=device)
-
-    def extrapolate(dataset, train: bool, run, images: int) -> float:
-        short, long = loader(dataset, train, steps), loader(dataset, train, 2 * steps)
-        run(short)  # warm-up: workers, allocator, kernels
-        seconds = []
-        for part in (short, long):
-            with Timer(device) as timer:
-                run(part)
-            seconds.append(timer.seconds)
-        extra = len(long.dataset) - len(short.dataset)
-        if extra == 0:  # the whole split fits in the short pass
-            return seconds[0] * images / len(short.dataset)
-        per_image = max(seconds[1] - seconds[0], 0.0) / extra
-        fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
-        return fixed + per_image * images
-
-    seconds = extrapolate(train_set, True, lambda part: train_one_epoch(
-        probe, part, optimizer, device=device, objective=objective), len(train_set))  # fmt: skip
-    seconds += extrapolate(val_set, False, lambda part: evaluate(
-        probe, part, device=device, tta=cfg.train.tta), len(val_set))  # fmt: skip
-    if robust_images:
-        robust = Subset(val_set, range(min(robust_images, len(val_set))))
-        seconds += extrapolate(robust, False, lambda part: robust_accuracy(
-            probe, part, cfg, device=device), robust_images)  # fmt: skip
-    return seconds
 
 
 def robust_accuracy(

@@ -19,7 +19,7 @@ from torch import nn
 from .. import runtime
 from ..config import ConvBenchConfig, ModelConfig, OptimConfig
 from ..models import CONV_LAYERS, build_model
-from ..train import build_optimizer
+from ..optim import build_optimizer
 from . import format_table, fresh_peak_memory, random_batch, ratio, timed_steps
 
 

@@ -13,7 +13,7 @@ import torch
 
 from ..config import ModelConfig, ModelsBenchConfig, OptimConfig
 from ..models import MODELS, build_model, count_flops, count_parameters, optim_defaults
-from ..train import build_optimizer
+from ..optim import build_optimizer
 from . import format_table, fresh_peak_memory, random_batch, timed_steps
 
 

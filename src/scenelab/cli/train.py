@@ -13,6 +13,7 @@ import yaml
 from torch.utils.data import Subset
 
 from .. import runtime
+from ..budget import epochs_for_budget, estimate_epoch_seconds
 from ..checkpoint import load_checkpoint, load_model_state, trained_model
 from ..config import SECTIONS, DataConfig, RunConfig, parse_duration
 from ..data import build_dataset, build_datasets, build_loader, check_classes
@@ -24,17 +25,10 @@ from ..models import (
     pretrained_state,
     resolve_model_config,
 )
+from ..optim import build_optimizer, build_scheduler
 from ..report import write_evaluation
 from ..tracking import Console, RunDir, Tracker
-from ..train import (
-    FitState,
-    build_optimizer,
-    build_scheduler,
-    epochs_for_budget,
-    estimate_epoch_seconds,
-    evaluate,
-    fit,
-)
+from ..train import FitState, evaluate, fit
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 from .results import refresh_report
 

@@ -1,0 +1,72 @@
+"""`--time-budget`: how many epochs fit, from a few timed steps on a copy of the model."""
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .adversarial import AdversarialObjective
+from .config import RunConfig
+from .data import build_loader
+from .optim import build_optimizer
+from .runtime import Timer
+from .train import evaluate, robust_accuracy, train_one_epoch
+
+
+def epochs_for_budget(
+    budget_seconds: float, epoch_seconds: float, *, margin: float = 0.9, at_most: int = 10_000
+) -> int:
+    """The whole epochs that fit in `margin` of the budget (at least one)."""
+    return max(1, min(at_most, int(margin * budget_seconds // max(epoch_seconds, 1e-9))))
+
+
+def estimate_epoch_seconds(
+    cfg: RunConfig,
+    model: nn.Module,
+    train_set,
+    val_set,
+    *,
+    device: torch.device,
+    steps: int = 6,
+    robust_images: int = 0,
+) -> float:
+    """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
+    the model after one warm-up pass. Each part is timed over `steps` and `2 * steps` batches:
+    the difference is the cost per batch, the rest a fixed cost per pass (starting workers),
+    and the epoch is that fixed cost plus its batches."""
+    probe = copy.deepcopy(model)
+    optimizer = build_optimizer(probe, cfg.optim)
+    objective = None
+    if cfg.adv.adv_train != "none":
+        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
+    batch = cfg.data.batch_size
+
+    def loader(dataset, train: bool, n: int) -> DataLoader:
+        part = Subset(dataset, range(min(len(dataset), n * batch)))
+        return build_loader(part, cfg.data, train=train, device=device)
+
+    def extrapolate(dataset, train: bool, run, images: int) -> float:
+        short, long = loader(dataset, train, steps), loader(dataset, train, 2 * steps)
+        run(short)  # warm-up: workers, allocator, kernels
+        seconds = []
+        for part in (short, long):
+            with Timer(device) as timer:
+                run(part)
+            seconds.append(timer.seconds)
+        extra = len(long.dataset) - len(short.dataset)
+        if extra == 0:  # the whole split fits in the short pass
+            return seconds[0] * images / len(short.dataset)
+        per_image = max(seconds[1] - seconds[0], 0.0) / extra
+        fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
+        return fixed + per_image * images
+
+    seconds = extrapolate(train_set, True, lambda part: train_one_epoch(
+        probe, part, optimizer, device=device, objective=objective), len(train_set))  # fmt: skip
+    seconds += extrapolate(val_set, False, lambda part: evaluate(
+        probe, part, device=device, tta=cfg.train.tta), len(val_set))  # fmt: skip
+    if robust_images:
+        robust = Subset(val_set, range(min(robust_images, len(val_set))))
+        seconds += extrapolate(robust, False, lambda part: robust_accuracy(
+            probe, part, cfg, device=device), robust_images)  # fmt: skip
+    return seconds

@@ -1,0 +1,64 @@
+"""Optimiser and learning-rate schedule.
+
+The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
+lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
+fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings.
+"""
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Trainable parameters in up to four groups: head or backbone (lr x backbone_lr_scale),
+    with or without weight decay (none for tensors under 2-D and the names the model's
+    `no_weight_decay()` returns, e.g. position embeddings; timm's convention)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (name.startswith("head."), p.ndim >= 2 and name not in skip)
+            groups.setdefault(key, []).append(p)
+    return [
+        {
+            "params": params,
+            "lr": cfg.lr * (1.0 if head else cfg.backbone_lr_scale),
+            "weight_decay": cfg.weight_decay if decay else 0.0,
+        }
+        for (head, decay), params in sorted(groups.items(), reverse=True)  # head first
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return min_ratio + (1 - min_ratio) * cosine
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        return lr_factor(step, warmup_steps=warmup, total_steps=total, min_ratio=cfg.min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
