@@ -8,7 +8,7 @@ BASE_STAMP := $(VENV)/.stamp-base-$(HASH)
 TEST_STAMP := $(VENV)/.stamp-test-$(HASH)
 DEMO_FLAGS ?= --name demo
 
-.PHONY: demo test lint install
+.PHONY: demo test lint faults install
 
 install: $(BASE_STAMP)
 
@@ -32,6 +32,10 @@ demo: $(BASE_STAMP)
 # pytest exits 5 when it collects no tests: not a failure of the suite.
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# The fault suite: killed and stopped runs, atomic checkpoints, corrupt files, bad values.
+faults: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m faults
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check src tests

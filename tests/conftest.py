@@ -71,3 +71,8 @@ def run(tmp_path_factory) -> Path:
     assert main(["train", *TINY_TRAIN, "--out-dir", str(out)]) == 0
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     return folder
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "faults: the fault suite (make faults): kills, signals, "
+                            "corrupt files")  # fmt: skip

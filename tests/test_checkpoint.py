@@ -31,6 +31,7 @@ def test_round_trip_with_weights_only_loading(tmp_path):
     )
 
 
+@pytest.mark.faults
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state(SimpleNet(num_classes=3)))
@@ -46,6 +47,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
     assert path.read_bytes() == before
 
 
+@pytest.mark.faults
 def test_missing_garbage_truncated_and_foreign_files_each_get_a_message(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
@@ -66,6 +68,7 @@ class Payload:
     pass
 
 
+@pytest.mark.faults
 def test_pickled_objects_are_refused(tmp_path):
     state = _state(SimpleNet(num_classes=3)) | {"extra": Payload()}
     torch.save(state, tmp_path / "evil.pt")
@@ -73,6 +76,7 @@ def test_pickled_objects_are_refused(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+@pytest.mark.faults
 def test_a_checkpoint_of_another_model_or_class_count_names_both(tmp_path):
     state = _state(SimpleNet(num_classes=3))
     with pytest.raises(CheckpointError, match="holds a 'simplenet' model, not 'vit'"):

@@ -57,12 +57,14 @@ def test_missing_root_says_what_to_pass(tmp_path):
         MiniPlaces(tmp_path / "nowhere")
 
 
+@pytest.mark.faults
 def test_missing_list_file_is_named(tiny_miniplaces):
     (tiny_miniplaces / "val.txt").unlink()
     with pytest.raises(DatasetError, match=r"val\.txt not found"):
         MiniPlaces(tiny_miniplaces, "val")
 
 
+@pytest.mark.faults
 def test_malformed_category_line_names_file_and_line(tiny_miniplaces):
     _edit(tiny_miniplaces / "categories.txt", 2, "/f/forest one")
     with pytest.raises(DatasetError, match=r"categories\.txt:2: expected .*'/f/forest one'"):
@@ -78,18 +80,21 @@ def test_duplicate_or_missing_category_indices(tiny_miniplaces):
         MiniPlaces(tiny_miniplaces)
 
 
+@pytest.mark.faults
 def test_malformed_list_line_names_file_line_and_text(tiny_miniplaces):
     _edit(tiny_miniplaces / "train.txt", 3, "train/d/desert/00000003.jpg two")
     with pytest.raises(DatasetError, match=r"train\.txt:3: expected .*'train/d/desert/00000003"):
         MiniPlaces(tiny_miniplaces)
 
 
+@pytest.mark.faults
 def test_label_out_of_range(tiny_miniplaces):
     _edit(tiny_miniplaces / "val.txt", 2, "val/00000002.jpg 7")
     with pytest.raises(DatasetError, match=r"val\.txt:2: label 7 out of range 0\.\.2"):
         MiniPlaces(tiny_miniplaces, "val")
 
 
+@pytest.mark.faults
 def test_label_contradicting_the_category_folder(tiny_miniplaces):
     _edit(tiny_miniplaces / "train.txt", 1, "train/c/coast/00000001.jpg 2")
     with pytest.raises(
@@ -108,6 +113,7 @@ def test_every_problem_is_counted_and_the_first_few_quoted(tiny_miniplaces):
     assert "train.txt:6" not in str(e.value)
 
 
+@pytest.mark.faults
 def test_missing_images_are_counted_with_the_first_paths(tiny_miniplaces):
     shutil.rmtree(tiny_miniplaces / "images" / "train" / "f")
     with pytest.raises(
@@ -118,6 +124,7 @@ def test_missing_images_are_counted_with_the_first_paths(tiny_miniplaces):
         MiniPlaces(tiny_miniplaces)
 
 
+@pytest.mark.faults
 def test_corrupt_image_names_the_file(tiny_miniplaces):
     bad = tiny_miniplaces / "images" / "val" / "00000003.jpg"
     bad.write_bytes(bad.read_bytes()[:40])

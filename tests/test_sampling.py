@@ -1,5 +1,5 @@
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from scenelab.data.sampling import ResumableSampler, SeededDataset
 
@@ -49,3 +49,10 @@ def test_augmentation_depends_only_on_the_key_not_on_workers_or_order():
     loaded = [x for x, _ in DataLoader(data, batch_size=4, sampler=sampler, num_workers=2)]
     assert torch.equal(torch.cat(loaded), alone)
     assert data.classes == ["a", "b"]  # attributes of the wrapped dataset pass through
+
+
+def test_a_wrapped_subset_is_read_item_by_item():
+    data = SeededDataset(Subset(Noisy(), range(4)))  # Subset's __getitems__ must not leak
+    sampler = ResumableSampler(data, seed=0)
+    (x, y), *_ = DataLoader(data, batch_size=4, sampler=sampler)
+    assert x.shape == (4, 3) and sorted(y.tolist()) == [0, 0, 1, 1]

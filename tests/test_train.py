@@ -109,13 +109,14 @@ class _NaN(nn.Module):
         return x.mean(dim=(2, 3)) * self.w * math.nan
 
 
+@pytest.mark.faults
 def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_path):
     cfg = RunConfig.from_dict({"epochs": 2, "lr": 0.5})
     model = _NaN()
     opt = build_optimizer(model, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=2)
     run = RunDir(tmp_path)
-    with pytest.raises(TrainingError, match=r"loss became nan in epoch 1 \(step 2, lr 0\.5\)"):
+    with pytest.raises(TrainingError, match=r"loss became nan at step 1 \(lr 0\.25\) in epoch 1"):
         fit(
             cfg,
             model,

@@ -101,6 +101,11 @@ class TrainConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
     out_dir: str = _opt("runs", "where run folders are created")
     name: str = _opt("", "run folder name suffix (default: model name)")
+    checkpoint_every: int = _opt(
+        0,
+        "also save last.pt every N optimizer steps, so a killed run "
+        "resumes from that step (0: at the end of each epoch only)",
+    )
     tta: bool = _opt(False, "validate on the image and its mirror (flip test-time augmentation)")
     log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
     time_budget: str = _opt("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "

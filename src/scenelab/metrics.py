@@ -1,6 +1,8 @@
 """Top-k accuracy, confusion matrices, on-device running sums (no host sync per step), and
 saliency-map scores against object masks (pointing game, mask energy, rank correlation)."""
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -68,6 +70,16 @@ class RunningSums:
             value = value.detach().double()
             self.sums[key] = self.sums[key] + value if key in self.sums else value
         self.count += n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "sums": {k: v.cpu() for k, v in self.sums.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> "RunningSums":
+        sums = cls()
+        sums.count = state["count"]
+        sums.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        return sums
 
     def means(self, scale: dict[str, float] | None = None) -> dict[str, float]:
         scale = scale or {}

@@ -6,6 +6,7 @@ The CLI calls `pick_device` once and passes the device down; everything else fol
 import random
 import re
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -50,10 +51,26 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: numpy and python follow the worker's torch seed."""
+    """DataLoader `worker_init_fn`: numpy and python follow the worker's torch seed. Workers
+    ignore Ctrl-C, so the main process can finish its step and save a checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """torch's random state on the CPU and, for a CUDA device, on that device."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def synchronize(device: torch.device) -> None:

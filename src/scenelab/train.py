@@ -6,6 +6,7 @@ resumed run sees the same data order and augmentation as an uninterrupted one.
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +20,31 @@ from .adversarial import AdversarialObjective, Objective
 from .attack import AttackResult, evaluate_attack, pgd
 from .checkpoint import save_checkpoint
 from .config import RunConfig
+from .data.sampling import ResumableSampler
 from .metrics import RunningSums, confusion_matrix, correct_topk
-from .runtime import Timer, derive_seed, peak_memory_mb, reset_peak_memory
+from .runtime import (
+    Timer,
+    derive_seed,
+    peak_memory_mb,
+    reset_peak_memory,
+    rng_state,
+    set_rng_state,
+)
 from .tracking import Console, NullTracker, RunDir, Tracker
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
+
+
+class NonFiniteLoss(TrainingError):
+    def __init__(self, loss: float, step: int, lr: float) -> None:
+        super().__init__(f"the training loss became {loss} at step {step} (lr {lr:.3g})")
+        self.loss, self.step, self.lr = loss, step, lr
+
+
+class Interrupted(TrainingError):
+    """Training stopped on request (SIGINT, SIGTERM) after saving a checkpoint to resume from."""
 
 
 def _batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
@@ -50,15 +69,23 @@ def train_one_epoch(
     tracker=None,
     step: int = 0,
     objective: Objective | None = None,
+    steps_per_epoch: int | None = None,
+    sums: RunningSums | None = None,
+    after_step: Callable[[int, RunningSums], None] | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count.
 
     `objective(model, x, y, epochs)` replaces the cross-entropy of the batch (adversarial
-    training); `epochs` is the training done by the end of this step, in epochs.
+    training); `epochs` is the training done by the end of this step, in epochs (counted with
+    `steps_per_epoch`, by default the loader's length). To continue an epoch part-way, pass the
+    loader of its remaining batches and the `sums` of the batches done. `after_step(step, sums)`
+    runs after every optimizer step (step checkpoints, stop requests).
+    Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite, before updating.
     """
     model.train()
     tracker = tracker or NullTracker()
-    sums = RunningSums()
+    sums = sums or RunningSums()
+    steps_per_epoch = steps_per_epoch or len(loader)
     progress = (console or Console()).progress(len(loader), desc)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -66,7 +93,9 @@ def train_one_epoch(
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         else:
-            loss, logits = objective(model, x, y, (step + 1) / len(loader))
+            loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
@@ -79,6 +108,8 @@ def train_one_epoch(
         progress.step(lambda: {"loss": sums.means()["loss"]})
         if step % 10 == 0:
             tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        if after_step is not None:
+            after_step(step, sums)
     progress.close()
     return sums.means(_PERCENT), step
 
@@ -124,11 +155,22 @@ class FitState:
     step: int = 0  # optimizer steps
     best_acc1: float = -1.0
     totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
+    # Part-way through epoch `epoch + 1` (a step checkpoint): its batches done, their running
+    # sums and the random state after the last of them. Zero / None at an epoch's end.
+    position: int = 0
+    partial: dict[str, Any] | None = None
+    rng: dict[str, Tensor] | None = None
     confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
-        return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]))
+        return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]),
+                   state.get("position", 0), state.get("partial"), state.get("rng"))  # fmt: skip
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "best_acc1": self.best_acc1,
+                "totals": dict(self.totals), "position": self.position, "partial": self.partial,
+                "rng": self.rng}  # fmt: skip
 
 
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None) -> None:
@@ -158,12 +200,16 @@ def fit(
     generator: torch.Generator | None = None,
     stop_after: int = 0,
     robust_loader: DataLoader | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FitState:
     """Train from `state` to `cfg.train.epochs` (or `stop_after` epochs), evaluating each epoch.
 
     With `cfg.adv.adv_train`, the training objective is adversarial; with `robust_loader`,
     each epoch also measures robust accuracy on it (`robust_accuracy`). Writes `last.pt` every
-    epoch and `best.pt` when val top-1 improves. Returns the final state.
+    epoch and `best.pt` when val top-1 improves; with `cfg.train.checkpoint_every`, also
+    `last.pt` every that many steps, from which a killed run resumes part-way through an epoch
+    (the train loader needs a `ResumableSampler`). When `stop()` turns true, saves `last.pt`
+    after the current step and raises `Interrupted`. Returns the final state.
     """
     state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
     objective = None
@@ -171,31 +217,73 @@ def fit(
         objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
     epochs = cfg.train.epochs
     end = min(stop_after, epochs) if stop_after else epochs
+    sampler = train_loader.sampler
+    if not isinstance(sampler, ResumableSampler):
+        if state.position:
+            raise TrainingError("this checkpoint was saved part-way through an epoch: resuming "
+                                "it needs a train loader with a ResumableSampler")  # fmt: skip
+        sampler = None
+    batch = train_loader.batch_size
+    steps_per_epoch = math.ceil(sampler.num_samples / batch) if sampler else len(train_loader)
+
+    def save(improved: bool = False) -> None:
+        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), **state.checkpoint(),
+                      "config": cfg.to_dict(), "classes": list(classes),
+                      "model_name": cfg.model.model}  # fmt: skip
+        save_checkpoint(run.last, checkpoint)
+        if improved:
+            save_checkpoint(run.best, checkpoint)
+
+    def after_step(step: int, sums: RunningSums) -> None:
+        stopping = stop is not None and stop()
+        every = cfg.train.checkpoint_every
+        if not (stopping or (every and step % every == 0)):
+            return
+        state.position += step - state.step
+        state.step, state.partial, state.rng = step, sums.state_dict(), rng_state(device)
+        save()
+        if stopping:
+            raise Interrupted(
+                f"stopped after step {step} (epoch {state.epoch + 1}, batch {state.position} of "
+                f"{steps_per_epoch}); saved {run.last}"
+            )
+
     while state.epoch < end:
         epoch = state.epoch + 1
         seed_epoch(cfg.train.seed, epoch, generator)
+        if sampler is not None:
+            sampler.set_position(epoch, state.position * batch)
+        if state.rng is not None:  # continuing part-way: the random state of that moment
+            set_rng_state(state.rng, device)
+        images = len(sampler) if sampler is not None else len(train_loader.dataset)
+        sums = RunningSums.from_state(state.partial, device) if state.partial else None
         reset_peak_memory(device)
-        with Timer(device) as timer:
-            train, state.step = train_one_epoch(
-                model,
-                train_loader,
-                optimizer,
-                device=device,
-                scheduler=scheduler,
-                label_smoothing=cfg.optim.label_smoothing,
-                clip_grad=cfg.optim.clip_grad,
-                console=console,
-                desc=f"epoch {epoch}/{epochs}",
-                tracker=tracker,
-                step=state.step,
-                objective=objective,
-            )
-        if not math.isfinite(train["loss"]):
+        try:
+            with Timer(device) as timer:
+                train, state.step = train_one_epoch(
+                    model,
+                    train_loader,
+                    optimizer,
+                    device=device,
+                    scheduler=scheduler,
+                    label_smoothing=cfg.optim.label_smoothing,
+                    clip_grad=cfg.optim.clip_grad,
+                    console=console,
+                    desc=f"epoch {epoch}/{epochs}",
+                    tracker=tracker,
+                    step=state.step,
+                    objective=objective,
+                    steps_per_epoch=steps_per_epoch,
+                    sums=sums,
+                    after_step=after_step,
+                )
+        except NonFiniteLoss as e:
             raise TrainingError(
-                f"the training loss became {train['loss']} in epoch {epoch} (step {state.step}, "
-                f"lr {optimizer.param_groups[0]['lr']:.3g}); nothing was saved for this epoch, "
-                f"the last good checkpoint is {run.last}. Lower --lr or set --clip-grad."
-            )
+                f"{e} in epoch {epoch}; the model was not updated with it, and the last good "
+                f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
+            ) from None
+        state.position, state.partial, state.rng = 0, None, None
         val = evaluate(
             model, val_loader, device=device, tta=cfg.train.tta, num_classes=len(classes)
         )
@@ -205,7 +293,7 @@ def fit(
             train,
             val,
             timer.seconds,
-            len(train_loader.dataset),
+            images,
             device,
             optimizer.param_groups[0]["lr"],
         )
@@ -219,7 +307,9 @@ def fit(
             if key in row:
                 tracker.scalar(tag, row[key], state.step)
         state.epoch = epoch
-        _save(run, cfg, model, optimizer, scheduler, state, classes, val["acc1"])
+        improved = val["acc1"] > state.best_acc1
+        state.best_acc1 = max(state.best_acc1, val["acc1"])
+        save(improved)
         console.info(
             f"epoch {epoch}/{epochs}  train loss {row['train_loss']:.4f} acc1 "
             f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
@@ -289,32 +379,3 @@ def _accumulate(state: FitState, row: dict[str, Any]) -> None:
                 "val_robust_acc1", "val_robust_drop"):  # fmt: skip
         if key in row:
             t[f"final_{key}"] = row[key]
-
-
-def _save(
-    run: RunDir,
-    cfg: RunConfig,
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    state: FitState,
-    classes: list[str],
-    acc1: float,
-) -> None:
-    improved = acc1 > state.best_acc1
-    state.best_acc1 = max(state.best_acc1, acc1)
-    checkpoint = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_acc1": state.best_acc1,
-        "totals": dict(state.totals),
-        "config": cfg.to_dict(),
-        "classes": list(classes),
-        "model_name": cfg.model.model,
-    }
-    save_checkpoint(run.last, checkpoint)
-    if improved:
-        save_checkpoint(run.best, checkpoint)

@@ -3,8 +3,11 @@
 import argparse
 import json
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,40 @@ from ..models import (
 from ..optim import build_optimizer, build_scheduler
 from ..report import write_evaluation
 from ..tracking import Console, RunDir, Tracker
-from ..train import FitState, evaluate, fit
+from ..train import FitState, Interrupted, evaluate, fit
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 from .results import refresh_report
 
 # Flags that may change when resuming: they do not change what the run computes.
-RESUMABLE = {"device", "workers", "log_every", "stop_after"}
+RESUMABLE = {"device", "workers", "log_every", "stop_after", "checkpoint_every"}
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks training to stop after the current step and save a
+    checkpoint; a second Ctrl-C aborts at once. Call it to ask whether a stop was requested."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self) -> bool:
+        return bool(self.signum)
+
+    @contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._handle) for s in signals}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt  # asked twice: stop now
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def print_where(run: RunDir) -> None:
@@ -81,7 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if weights is not None:
         print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
     model = model.to(device)
-    train_loader = build_loader(train_set, cfg.data, train=True, device=device, generator=generator)
+    train_loader = build_loader(train_set, cfg.data, train=True, device=device,
+                                seed=cfg.train.seed, generator=generator)  # fmt: skip
     val_loader = build_loader(val_set, cfg.data, train=False, device=device)
     robust_loader = None
     if cfg.adv.eval_limit:
@@ -107,30 +139,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"Run folder {run.root}\n{cfg.model.model} ({params:,} parameters, conv {cfg.model.conv})"
         f" on {device}: {len(train_set)} train / {len(val_set)} val images, "
-        f"{len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}, "
+        f"{len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}"
+        + (f" (epoch {state.epoch + 1} from batch {state.position + 1})" if state.position else "")
+        + ", "
         f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}"
         + _adversarial_line(cfg, len(robust_loader.dataset) if robust_loader else 0),
         flush=True,
     )
     console = Console(sys.stdout, log_every=cfg.train.log_every)
-    with Tracker(run, keep_epochs=state.epoch) as tracker:
-        state = fit(
-            cfg,
-            model,
-            train_loader,
-            val_loader,
-            device=device,
-            run=run,
-            classes=classes,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            state=state,
-            tracker=tracker,
-            console=console,
-            generator=generator,
-            stop_after=cfg.train.stop_after,
-            robust_loader=robust_loader,
-        )
+    stop = StopRequest()
+    try:
+        with Tracker(run, keep_epochs=state.epoch) as tracker, stop.installed():
+            state = fit(
+                cfg,
+                model,
+                train_loader,
+                val_loader,
+                device=device,
+                run=run,
+                classes=classes,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state=state,
+                tracker=tracker,
+                console=console,
+                generator=generator,
+                stop_after=cfg.train.stop_after,
+                robust_loader=robust_loader,
+                stop=stop,
+            )
+    except Interrupted as e:
+        print(f"\n{e}\nResume with: scenelab train --resume {run.last}", file=sys.stderr)
+        refresh_report(run)
+        return 128 + stop.signum
     summary = _summary(cfg, state, params, device)
     run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     if state.confusion is not None:  # per-class accuracy and confusions of the final model

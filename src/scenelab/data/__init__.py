@@ -12,6 +12,7 @@ from ..runtime import seed_worker
 from .decode import DatasetError
 from .folder import image_folder
 from .miniplaces import MiniPlaces
+from .sampling import ResumableSampler, SeededDataset
 from .synthetic import SyntheticScenes
 from .transforms import eval_transform, train_transform
 
@@ -85,13 +86,21 @@ def build_loader(
     *,
     train: bool,
     device: torch.device,
+    seed: int = 0,
     generator: torch.Generator | None = None,
 ) -> DataLoader:
-    """Shuffled (train) or ordered loader; shuffling and worker seeds come from `generator`."""
+    """An ordered loader, or for training a shuffled one that can resume part-way through an
+    epoch: its `ResumableSampler` draws each epoch's order and every sample's augmentation
+    from (seed, epoch, index). Call `loader.sampler.set_epoch(epoch)` before each epoch (as
+    `fit` does), as with torch's DistributedSampler. `generator` seeds the workers."""
+    sampler = None
+    if train:
+        sampler = ResumableSampler(dataset, seed=seed)
+        dataset = SeededDataset(dataset)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
-        shuffle=train,
+        sampler=sampler,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         generator=generator,

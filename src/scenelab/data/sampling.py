@@ -55,6 +55,6 @@ class SeededDataset(Dataset):
         return self.dataset[index]
 
     def __getattr__(self, name: str):  # classes, targets, ... of the wrapped dataset
-        if name == "dataset":  # not set yet (unpickling in a worker)
+        if name == "dataset" or name.startswith("__"):  # unpickling; protocols (__getitems__)
             raise AttributeError(name)
         return getattr(self.dataset, name)
