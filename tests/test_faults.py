@@ -1,5 +1,6 @@
 """The fault suite (`make faults`): a killed or stopped run loses nothing and resumes exactly."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -102,3 +103,52 @@ def test_a_stop_signal_saves_after_the_step_and_says_how_to_resume(reference, tm
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _assert_same_run(reference, run)
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])  # a truncated JPEG
+
+
+def test_unreadable_images_stop_the_run_or_are_skipped_and_listed(tiny_miniplaces, tmp_path,
+                                                                  capsys):  # fmt: skip
+    from scenelab.cli import main
+
+    bad = [
+        tiny_miniplaces / "images" / p
+        for p in ("train/f/forest/00000002.jpg", "train/c/coast/00000001.jpg", "val/00000003.jpg")
+    ]
+    for path in bad:
+        _corrupt(path)
+    flags = ["train", "--data", "miniplaces", "--data-root", str(tiny_miniplaces), "--image-size",
+             "32", "--batch-size", "4", "--epochs", "2", "--workers", "0"]  # fmt: skip
+    out = tmp_path / "runs"
+    assert main([*flags, "--out-dir", str(out / "error")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "--on-bad-image skip" in err
+    assert main([*flags, "--on-bad-image", "skip", "--workers", "2", "--out-dir",
+                 str(out / "skip")]) == 0  # fmt: skip
+    (run,) = (out / "skip").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["bad_images"] == {"count": 3, "files": sorted(str(p) for p in bad)}
+    assert "warning: skipped 3 unreadable images" in capsys.readouterr().err
+    rows = read_rows(run / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["train_loss"] > 0 for r in rows)
+
+
+def test_a_batch_of_only_unreadable_images_is_a_clear_error():
+    from scenelab.data.decode import DatasetError, collate_present
+
+    with pytest.raises(DatasetError, match="none of the 4 images of a batch could be read"):
+        collate_present([None] * 4)
+    x, y = collate_present([None, (torch.ones(2), 1), (torch.zeros(2), 0)])
+    assert x.shape == (2, 2) and y.tolist() == [1, 0]
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder_behind(tmp_path, capsys):
+    from scenelab.cli import main
+
+    out = tmp_path / "runs"
+    assert main(["train", "--data", "miniplaces", "--data-root", str(tmp_path / "nowhere"),
+                 "--out-dir", str(out)]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists() or not list(out.iterdir())

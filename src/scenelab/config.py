@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("course", "light", "none")
+BAD_IMAGE = ("error", "skip")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -25,6 +26,9 @@ class DataConfig:
     batch_size: int = _opt(64, "images per optimisation step")
     workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = _opt(0, "use only the first N validation images (0: all)")
+    on_bad_image: str = _opt("error", "a corrupt or unreadable image: error (stop, naming the "
+                             "file) or skip (leave it out of its batch; the run lists them in "
+                             "bad_images.txt and summary.json)", choices=BAD_IMAGE)  # fmt: skip
     augment: str = _opt("course", "training augmentation: course (flip, rotation, resized crop "
                         "from 25%%, colour), light (flip and a shifted crop: better for runs "
                         "of a few epochs) or none", choices=AUGMENTS)  # fmt: skip

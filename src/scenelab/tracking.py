@@ -53,6 +53,7 @@ class RunDir:
     report_html = property(lambda self: self.root / "report.html")
     report_md = property(lambda self: self.root / "report.md")
     plots = property(lambda self: self.root / "plots")
+    bad_images = property(lambda self: self.root / "bad_images.txt")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

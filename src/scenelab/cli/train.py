@@ -20,6 +20,7 @@ from ..budget import epochs_for_budget, estimate_epoch_seconds
 from ..checkpoint import load_checkpoint, load_model_state, trained_model
 from ..config import SECTIONS, DataConfig, RunConfig, parse_duration
 from ..data import build_dataset, build_datasets, build_loader, check_classes
+from ..data.decode import read_bad_images
 from ..models import (
     build_model,
     count_parameters,
@@ -67,6 +68,17 @@ class StopRequest:
               "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)  # fmt: skip
 
 
+@contextmanager
+def _removed_on_error(run: RunDir, *, created: bool) -> Iterator[None]:
+    """A run folder made for this command goes away again if setting up the run fails."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+
+
 def print_where(run: RunDir) -> None:
     print(f"\nResults: {run.root}")
     print(f"  metrics: {run.metrics_csv}   checkpoints: {run.checkpoints}")
@@ -106,34 +118,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     weights = None
     if checkpoint is None and (cfg.model.pretrained or cfg.model.weights):
         weights = pretrained_state(cfg.model, progress=True)  # a failed download stops us here
-    print(f"Preparing {cfg.data.data} data ({size} px) ...", flush=True)
-    train_set, val_set, classes = build_datasets(cfg.data)
-    model = build_model(cfg.model, len(classes), size)
-    if weights is not None:
-        print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
-    model = model.to(device)
-    train_loader = build_loader(train_set, cfg.data, train=True, device=device,
-                                seed=cfg.train.seed, generator=generator)  # fmt: skip
-    val_loader = build_loader(val_set, cfg.data, train=False, device=device)
-    robust_loader = None
-    if cfg.adv.eval_limit:
-        subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
-        robust_loader = build_loader(subset, cfg.data, train=False, device=device)
-    if checkpoint is None and cfg.train.time_budget:
-        cfg = _fit_budget(cfg, model, train_set, val_set, device, robust_loader, started)
+    if checkpoint is not None:
+        run = RunDir(Path(args.resume).resolve().parent.parent)
+    else:
+        run = RunDir.create(cfg.train.out_dir, cfg.train.name)
+    with _removed_on_error(run, created=checkpoint is None):
+        print(f"Preparing {cfg.data.data} data ({size} px) ...", flush=True)
+        train_set, val_set, classes = build_datasets(cfg.data, bad_images=run.bad_images)
+        model = build_model(cfg.model, len(classes), size)
+        if weights is not None:
+            print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
+        model = model.to(device)
+        train_loader = build_loader(train_set, cfg.data, train=True, device=device,
+                                    seed=cfg.train.seed, generator=generator)  # fmt: skip
+        val_loader = build_loader(val_set, cfg.data, train=False, device=device)
+        robust_loader = None
+        if cfg.adv.eval_limit:
+            subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
+            robust_loader = build_loader(subset, cfg.data, train=False, device=device)
+        if checkpoint is None and cfg.train.time_budget:
+            cfg = _fit_budget(cfg, model, train_set, val_set, device, robust_loader, started)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(
         optimizer, cfg.optim, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs
     )
     state = FitState()
     if checkpoint is not None:
-        run = RunDir(Path(args.resume).resolve().parent.parent)
         load_model_state(model, checkpoint, cfg.model.model, args.resume)
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = FitState.from_checkpoint(checkpoint)
-    else:
-        run = RunDir.create(cfg.train.out_dir, cfg.train.name)
     run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     params = count_parameters(model)
     print(
@@ -173,7 +187,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         refresh_report(run)
         return 128 + stop.signum
     summary = _summary(cfg, state, params, device)
+    bad = read_bad_images(run.bad_images)
+    if cfg.data.on_bad_image == "skip":
+        summary["bad_images"] = {"count": len(bad), "files": bad}
     run.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable images (listed in {run.bad_images})",
+              file=sys.stderr)  # fmt: skip
     if state.confusion is not None:  # per-class accuracy and confusions of the final model
         _write_final_evaluation(run, cfg, state, classes)
     print(

@@ -4,12 +4,14 @@ Every dataset yields float images in [0, 1] (normalisation is the model's first 
 integer labels; `with_masks=True` adds object masks where the source has them.
 """
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import DataConfig
 from ..runtime import seed_worker
-from .decode import DatasetError
+from .decode import DatasetError, SkipBadImages, collate_present
 from .folder import image_folder
 from .miniplaces import MiniPlaces
 from .sampling import ResumableSampler, SeededDataset
@@ -26,9 +28,16 @@ def _require_root(cfg: DataConfig) -> str:
 
 
 def build_dataset(
-    cfg: DataConfig, split: str, *, augment: bool = False, with_masks: bool = False
+    cfg: DataConfig,
+    split: str,
+    *,
+    augment: bool = False,
+    with_masks: bool = False,
+    bad_images: Path | None = None,
 ) -> tuple[Dataset, list[str]]:
-    """One split and its class names; `augment` picks the train preset, else the eval preset."""
+    """One split and its class names; `augment` picks the train preset, else the eval preset.
+    With `cfg.on_bad_image == "skip"`, unreadable images are left out of their batch and their
+    paths appended to the file `bad_images`."""
     size = cfg.resolved_image_size
     transform = train_transform(size, cfg.augment) if augment else eval_transform(size)
     if cfg.data == "synthetic":
@@ -54,6 +63,8 @@ def build_dataset(
     else:
         raise DatasetError(f"unknown data source {cfg.data!r}")
     classes = list(dataset.classes)
+    if cfg.on_bad_image == "skip":
+        dataset = SkipBadImages(dataset, bad_images)
     if cfg.limit and split != "train" and cfg.limit < len(dataset):
         dataset = Subset(dataset, range(cfg.limit))
     return dataset, classes
@@ -68,10 +79,12 @@ def check_classes(data_classes: list[str], trained_classes: list[str], source: s
         )
 
 
-def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, list[str]]:
+def build_datasets(
+    cfg: DataConfig, bad_images: Path | None = None
+) -> tuple[Dataset, Dataset, list[str]]:
     """(augmented train split, eval-transformed val split, class names)."""
-    train, classes = build_dataset(cfg, "train", augment=True)
-    val, val_classes = build_dataset(cfg, "val")
+    train, classes = build_dataset(cfg, "train", augment=True, bad_images=bad_images)
+    val, val_classes = build_dataset(cfg, "val", bad_images=bad_images)
     if val_classes != classes:
         raise DatasetError(
             f"train and val have different classes ({len(classes)} vs {len(val_classes)}; "
@@ -101,6 +114,7 @@ def build_loader(
         dataset,
         batch_size=cfg.batch_size,
         sampler=sampler,
+        collate_fn=collate_present,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         generator=generator,

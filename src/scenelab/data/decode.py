@@ -1,13 +1,28 @@
-"""Reading image files into uint8 RGB tensors, with errors that name the file."""
+"""Reading image files into uint8 RGB tensors, with errors that name the file, and leaving
+unreadable images out of their batch (`--on-bad-image skip`)."""
 
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset, default_collate
 from torchvision import io
+
+from .wrapped import Wrapped
 
 
 class DatasetError(ValueError):
     """A dataset on disk is malformed: the message says what, where, and what to do."""
+
+
+class BadImage(DatasetError):
+    """One image file cannot be read or decoded."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(
+            f"cannot decode image {path}: {reason}. The file is corrupt, truncated or not an "
+            "image; replace it, remove its line from the list file, or pass --on-bad-image skip."
+        )
+        self.path = str(path)
 
 
 def decode_rgb(path: str | Path) -> torch.Tensor:
@@ -16,10 +31,7 @@ def decode_rgb(path: str | Path) -> torch.Tensor:
         data = io.read_file(str(path))
         return io.decode_image(data, mode=io.ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as e:
-        raise DatasetError(
-            f"cannot decode image {path}: {e}. The file is corrupt, truncated or not an image; "
-            "replace it or remove its line from the list file."
-        ) from None
+        raise BadImage(path, str(e)) from None
 
 
 def decode_mask(path: str | Path) -> torch.Tensor:
@@ -28,3 +40,37 @@ def decode_mask(path: str | Path) -> torch.Tensor:
         return io.decode_image(io.read_file(str(path)), mode=io.ImageReadMode.GRAY)[0] > 0
     except (RuntimeError, OSError, ValueError) as e:
         raise DatasetError(f"cannot decode mask {path}: {e}") from None
+
+
+class SkipBadImages(Wrapped):
+    """Yields None for a sample whose image cannot be read, after appending its path to the
+    `record` file (one line per encounter, from any worker); `collate_present` then leaves it
+    out of the batch."""
+
+    def __init__(self, dataset: Dataset, record: str | Path | None = None) -> None:
+        super().__init__(dataset)
+        self.record = record
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except BadImage as e:
+            if self.record is not None:
+                with open(self.record, "a") as f:  # one short append: safe across workers
+                    f.write(e.path + "\n")
+            return None
+
+
+def collate_present(batch: list):
+    """default_collate over the samples that are not None (skipped bad images)."""
+    present = [sample for sample in batch if sample is not None]
+    if not present:
+        raise DatasetError(f"none of the {len(batch)} images of a batch could be read; check the "
+                           "image files (the paths are listed in bad_images.txt)")  # fmt: skip
+    return default_collate(present)
+
+
+def read_bad_images(record: str | Path) -> list[str]:
+    """The distinct paths in a `SkipBadImages` record, sorted ([] when there is none)."""
+    path = Path(record)
+    return sorted(set(path.read_text().splitlines())) if path.is_file() else []

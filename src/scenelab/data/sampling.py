@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from ..runtime import derive_seed
+from .wrapped import Wrapped
 
 
 class ResumableSampler(DistributedSampler):
@@ -38,14 +39,8 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-class SeededDataset(Dataset):
+class SeededDataset(Wrapped):
     """Loads `dataset[index]` for a key (index, seed) after seeding every random source."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
@@ -53,8 +48,3 @@ class SeededDataset(Dataset):
         np.random.seed(seed)
         random.seed(seed)
         return self.dataset[index]
-
-    def __getattr__(self, name: str):  # classes, targets, ... of the wrapped dataset
-        if name == "dataset" or name.startswith("__"):  # unpickling; protocols (__getitems__)
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
