@@ -152,3 +152,39 @@ def test_a_run_that_fails_to_start_leaves_no_folder_behind(tmp_path, capsys):
                  "--out-dir", str(out)]) == 2  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists() or not list(out.iterdir())
+
+
+class _SmallMemory(torch.nn.Module):
+    """A linear classifier that runs out of memory on batches of more than `limit` images."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.calls = limit, []
+        self.head = torch.nn.Linear(3 * 4 * 4, 5)
+
+    def forward(self, x):
+        self.calls.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_evaluation_out_of_memory_retries_in_smaller_batches(tta):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from scenelab.train import evaluate
+
+    data = TensorDataset(torch.rand(22, 3, 4, 4), torch.randint(0, 5, (22,)))
+    loader = DataLoader(data, batch_size=11)
+    small = _SmallMemory(limit=3)
+    roomy = _SmallMemory(limit=100)
+    roomy.load_state_dict(small.state_dict())
+    cpu = torch.device("cpu")
+    got = evaluate(small, loader, device=cpu, tta=tta, num_classes=5)
+    want = evaluate(roomy, loader, device=cpu, tta=tta, num_classes=5)
+    assert torch.equal(got.pop("confusion"), want.pop("confusion"))
+    assert got == pytest.approx(want)
+    assert max(n for n in small.calls if n <= 3) == 3  # 11 -> 6 + 5 -> 3 + 3 + 3 + 2
+    with pytest.raises(torch.OutOfMemoryError):  # not even one image fits: the error stands
+        evaluate(_SmallMemory(limit=0), loader, device=cpu)

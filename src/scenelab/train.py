@@ -26,6 +26,7 @@ from .runtime import (
     Timer,
     derive_seed,
     peak_memory_mb,
+    release_cached_memory,
     reset_peak_memory,
     rng_state,
     set_rng_state,
@@ -125,17 +126,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
 
-    tta: average the softmax of the image and its horizontal mirror.
+    tta: average the softmax of the image and its horizontal mirror. A batch that runs out of
+    device memory is retried in halves (down to single images), as the evaluation batch may be
+    larger than what training needed.
     """
     was_training = model.training
     model.eval()
     sums, confusion = RunningSums(), None
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        if tta:
-            probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
-            logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
+        logits = _halving_on_oom(lambda part: _predict(model, part, tta), x)
         sums.add(len(y), **_batch_stats(logits, y, F.cross_entropy(logits, y)))
         if num_classes:
             batch = confusion_matrix(logits.argmax(1), y, num_classes)
@@ -145,6 +145,26 @@ def evaluate(
     if num_classes:
         metrics["confusion"] = confusion.cpu()
     return metrics
+
+
+def _predict(model: nn.Module, x: Tensor, tta: bool) -> Tensor:
+    logits = model(x)
+    if tta:
+        probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+        logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
+    return logits
+
+
+def _halving_on_oom(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """forward(x), or on an out-of-memory error the forward of each half, concatenated."""
+    try:
+        return forward(x)
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+    release_cached_memory(x.device)  # outside the handler, so the failed frames are freed
+    half = (len(x) + 1) // 2
+    return torch.cat([_halving_on_oom(forward, x[:half]), _halving_on_oom(forward, x[half:])])
 
 
 @dataclass
