@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -140,3 +141,58 @@ def test_epochs_for_a_time_budget():
         parse_duration("soon")
     assert epochs_for_budget(1800, 100) == 16  # 90% of 30 minutes in 100 s epochs
     assert epochs_for_budget(10, 100) == 1  # at least one epoch
+
+
+def _trained_copies(**fast) -> tuple[nn.Module, nn.Module]:
+    """(plain, with `fast`): SimpleNet trained one epoch from the same start."""
+    torch.manual_seed(0)
+    plain = SimpleNet(num_classes=3)
+    other = copy.deepcopy(plain)
+    if fast.get("memory_format") is torch.channels_last:
+        other = other.to(memory_format=torch.channels_last)
+    cpu = torch.device("cpu")
+    for model, kwargs in ((plain, {}), (other, fast)):
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        train_one_epoch(model, _loader(), opt, device=cpu, **kwargs)
+    return plain, other
+
+
+def test_channels_last_trains_the_same_model():
+    plain, other = _trained_copies(memory_format=torch.channels_last)
+    for (name, a), b in zip(plain.state_dict().items(), other.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_bf16_autocast_runs_in_bf16_and_stays_close_to_float32():
+    from scenelab.runtime import Precision
+
+    cpu = torch.device("cpu")
+    bf16 = Precision(cpu, "bf16")
+    with bf16.autocast():
+        assert SimpleNet(num_classes=3)(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
+    plain, other = _trained_copies(precision=bf16)
+    a = evaluate(plain, _loader(), device=cpu)
+    b = evaluate(other, _loader(), device=cpu, precision=bf16)
+    assert b["loss"] == pytest.approx(a["loss"], rel=0.05)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Precision(cpu, "fp16")
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_and_saves_an_uncompiled_state_dict(tmp_path):
+    cfg = RunConfig.from_dict({"epochs": 1, "lr": 0.05})
+    model = SimpleNet(num_classes=3)
+    compiled = torch.compile(model)
+    opt = build_optimizer(compiled, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
+    run = RunDir(tmp_path)
+    fit(cfg, compiled, _loader(), _loader(), device=torch.device("cpu"), run=run,
+        classes=["a", "b", "c"], optimizer=opt, scheduler=sched)  # fmt: skip
+    saved = torch.load(run.last, weights_only=True)["model"]
+    assert saved.keys() == model.state_dict().keys()  # no _orig_mod. prefix
+    fresh = SimpleNet(num_classes=3)
+    fresh.load_state_dict(saved)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True)
+    )

@@ -105,6 +105,10 @@ class TrainConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
     out_dir: str = _opt("runs", "where run folders are created")
     name: str = _opt("", "run folder name suffix (default: model name)")
+    amp: str = _opt("off", "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a "
+                    "gradient scaler (CUDA)", choices=("off", "bf16", "fp16"))  # fmt: skip
+    channels_last: bool = _opt(False, "channels-last memory format for the model and its inputs")
+    compile: bool = _opt(False, "torch.compile the model (checkpoints stay uncompiled state dicts)")
     checkpoint_every: int = _opt(
         0,
         "also save last.pt every N optimizer steps, so a killed run "

@@ -73,6 +73,26 @@ def set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """Mixed precision as one code path: `autocast()` and `scaler` (torch.amp's GradScaler)
+    are no-ops with `amp="off"`. bf16 needs no scaler; fp16 does, and runs on CUDA only."""
+
+    def __init__(self, device: torch.device, amp: str = "off") -> None:
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"unknown --amp {amp!r}: use off, bf16 or fp16")
+        if amp == "fp16" and device.type != "cuda":
+            raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
+        self.device_type, self.dtype = device.type, AMP_DTYPES[amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.bfloat16,
+                              enabled=self.dtype is not None)  # fmt: skip
+
+
 def release_cached_memory(device: torch.device) -> None:
     """Return the CUDA allocator's cached blocks (after an out-of-memory error)."""
     if device.type == "cuda":

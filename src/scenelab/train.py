@@ -23,6 +23,7 @@ from .config import RunConfig
 from .data.sampling import ResumableSampler
 from .metrics import RunningSums, confusion_matrix, correct_topk
 from .runtime import (
+    Precision,
     Timer,
     derive_seed,
     peak_memory_mb,
@@ -73,6 +74,8 @@ def train_one_epoch(
     steps_per_epoch: int | None = None,
     sums: RunningSums | None = None,
     after_step: Callable[[int, RunningSums], None] | None = None,
+    precision: Precision | None = None,
+    memory_format: torch.memory_format = torch.preserve_format,
 ) -> tuple[dict[str, float], int]:
     """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count.
 
@@ -80,28 +83,35 @@ def train_one_epoch(
     training); `epochs` is the training done by the end of this step, in epochs (counted with
     `steps_per_epoch`, by default the loader's length). To continue an epoch part-way, pass the
     loader of its remaining batches and the `sums` of the batches done. `after_step(step, sums)`
-    runs after every optimizer step (step checkpoints, stop requests).
+    runs after every optimizer step (step checkpoints, stop requests). `precision` sets mixed
+    precision (autocast and, for fp16, a gradient scaler); `memory_format` the inputs' layout
+    (`torch.channels_last` for a model converted to it).
     Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite, before updating.
     """
     model.train()
     tracker = tracker or NullTracker()
     sums = sums or RunningSums()
+    precision = precision or Precision(device)
     steps_per_epoch = steps_per_epoch or len(loader)
     progress = (console or Console()).progress(len(loader), desc)
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if objective is None:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        else:
-            loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with precision.autocast():
+            if objective is None:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            else:
+                loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.scaler.scale(loss).backward()
         if clip_grad > 0:
+            precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
         if scheduler is not None:
             scheduler.step()
         sums.add(len(y), **_batch_stats(logits, y, loss))
@@ -123,6 +133,8 @@ def evaluate(
     device: torch.device,
     tta: bool = False,
     num_classes: int | None = None,
+    precision: Precision | None = None,
+    memory_format: torch.memory_format = torch.preserve_format,
 ) -> dict[str, Any]:
     """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
 
@@ -133,9 +145,12 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums, confusion = RunningSums(), None
+    precision = precision or Precision(device)
     for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = _halving_on_oom(lambda part: _predict(model, part, tta), x)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
         sums.add(len(y), **_batch_stats(logits, y, F.cross_entropy(logits, y)))
         if num_classes:
             batch = confusion_matrix(logits.argmax(1), y, num_classes)
@@ -145,6 +160,13 @@ def evaluate(
     if num_classes:
         metrics["confusion"] = confusion.cpu()
     return metrics
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose state dict a checkpoint holds: without torch.compile's or DDP's
+    wrapper."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel
 
 
 def _predict(model: nn.Module, x: Tensor, tta: bool) -> Tensor:
@@ -180,17 +202,19 @@ class FitState:
     position: int = 0
     partial: dict[str, Any] | None = None
     rng: dict[str, Tensor] | None = None
+    scaler: dict[str, Any] | None = None  # fp16's gradient scaler
     confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
         return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]),
-                   state.get("position", 0), state.get("partial"), state.get("rng"))  # fmt: skip
+                   state.get("position", 0), state.get("partial"), state.get("rng"),
+                   state.get("scaler"))  # fmt: skip
 
     def checkpoint(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best_acc1": self.best_acc1,
                 "totals": dict(self.totals), "position": self.position, "partial": self.partial,
-                "rng": self.rng}  # fmt: skip
+                "rng": self.rng, "scaler": self.scaler}  # fmt: skip
 
 
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None) -> None:
@@ -245,9 +269,15 @@ def fit(
         sampler = None
     batch = train_loader.batch_size
     steps_per_epoch = math.ceil(sampler.num_samples / batch) if sampler else len(train_loader)
+    precision = Precision(device, cfg.train.amp)
+    if state.scaler:
+        precision.scaler.load_state_dict(state.scaler)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+    fast = {"precision": precision, "memory_format": memory_format}
 
     def save(improved: bool = False) -> None:
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        state.scaler = precision.scaler.state_dict() or None
+        checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), **state.checkpoint(),
                       "config": cfg.to_dict(), "classes": list(classes),
                       "model_name": cfg.model.model}  # fmt: skip
@@ -297,6 +327,7 @@ def fit(
                     steps_per_epoch=steps_per_epoch,
                     sums=sums,
                     after_step=after_step,
+                    **fast,
                 )
         except NonFiniteLoss as e:
             raise TrainingError(
@@ -304,9 +335,8 @@ def fit(
                 f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
             ) from None
         state.position, state.partial, state.rng = 0, None, None
-        val = evaluate(
-            model, val_loader, device=device, tta=cfg.train.tta, num_classes=len(classes)
-        )
+        val = evaluate(model, val_loader, device=device, tta=cfg.train.tta,
+                       num_classes=len(classes), **fast)  # fmt: skip
         state.confusion = val.pop("confusion")
         row = _epoch_row(
             epoch,

@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch.utils.data import Subset
 
@@ -113,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
     device = runtime.pick_device(cfg.train.device)
     runtime.setup(device)
+    runtime.Precision(device, cfg.train.amp)  # an --amp this device cannot run fails here
     generator = runtime.seed_everything(cfg.train.seed)
     size = cfg.data.resolved_image_size
     weights = None
@@ -129,6 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if weights is not None:
             print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
         model = model.to(device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         train_loader = build_loader(train_set, cfg.data, train=True, device=device,
                                     seed=cfg.train.seed, generator=generator)  # fmt: skip
         val_loader = build_loader(val_set, cfg.data, train=False, device=device)
@@ -161,12 +165,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     console = Console(sys.stdout, log_every=cfg.train.log_every)
+    trained = torch.compile(model) if cfg.train.compile else model  # saved uncompiled
     stop = StopRequest()
     try:
         with Tracker(run, keep_epochs=state.epoch) as tracker, stop.installed():
             state = fit(
                 cfg,
-                model,
+                trained,
                 train_loader,
                 val_loader,
                 device=device,
