@@ -301,14 +301,17 @@ def test_pretrained_offline_fails_first_with_how_to_pass_weights(tmp_path, monke
     assert "Preparing" not in captured.out and not (tmp_path / "runs").exists()
 
 
-def test_light_augmentation_and_flip_tta_are_recorded_and_the_final_evaluation_is_written(
+def test_training_switches_are_recorded_and_the_final_evaluation_is_written(
     tmp_path,
 ):
     out = tmp_path / "runs"
-    assert main(["train", *TINY_TRAIN, "--augment", "light", "--tta", "--out-dir", str(out)]) == 0
+    flags = ["--augment", "light", "--tta", "--ema-decay", "0.9", "--accum-steps", "2"]
+    assert main(["train", *TINY_TRAIN, *flags, "--out-dir", str(out)]) == 0
     (run,) = out.iterdir()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["augment"] == "light" and cfg["train"]["tta"] is True
+    assert cfg["train"]["ema_decay"] == 0.9 and cfg["train"]["accum_steps"] == 2
+    assert {"val_ema_acc1", "val_ema_loss"} <= read_rows(run / "metrics.jsonl")[-1].keys()
     final = json.loads((run / "eval" / "final-val" / "metrics.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     assert final["tta"] is True and final["epoch"] == 2 and final["images"] == 24

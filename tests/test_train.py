@@ -196,3 +196,55 @@ def test_a_compiled_model_trains_and_saves_an_uncompiled_state_dict(tmp_path):
         torch.equal(a, b)
         for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True)
     )
+
+
+class _Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3 * 32 * 32, 3)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+
+
+def test_accumulated_gradients_equal_one_step_on_the_larger_batch():
+    images, labels, _ = generate(40, 32, num_classes=3)
+    data = TensorDataset(images.float() / 255, labels)
+    torch.manual_seed(0)
+    small, large = _Linear(), _Linear()
+    large.load_state_dict(small.state_dict())
+    cpu = torch.device("cpu")
+    opt = torch.optim.SGD(small.parameters(), lr=0.5, momentum=0.9)
+    _, steps = train_one_epoch(small, DataLoader(data, batch_size=8), opt, device=cpu,
+                               accum_steps=3)  # fmt: skip
+    assert steps == 2  # 5 batches: a step of 3, then one of the last 2
+    batches = [list(range(24)), list(range(24, 40))]  # the same two steps, unaccumulated
+    opt = torch.optim.SGD(large.parameters(), lr=0.5, momentum=0.9)
+    train_one_epoch(large, DataLoader(data, batch_sampler=batches), opt, device=cpu)
+    for a, b in zip(small.parameters(), large.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_the_weight_average_is_the_exponential_average_of_every_step(tmp_path):
+    cfg = RunConfig.from_dict({"epochs": 1, "lr": 0.1, "ema_decay": 0.5})
+    torch.manual_seed(0)
+    model, replay = _Linear(), _Linear()
+    replay.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
+    run = RunDir(tmp_path)
+    fit(cfg, model, _loader(), _loader(), device=torch.device("cpu"), run=run,
+        classes=["a", "b", "c"], optimizer=opt, scheduler=sched)  # fmt: skip
+    saved = torch.load(run.last, weights_only=True)
+    opt = build_optimizer(replay, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
+    average = []
+
+    def record(step, done, sums):
+        now = replay.head.weight.detach().clone()
+        average.append(now if not average else 0.5 * average[-1] + 0.5 * now)
+
+    train_one_epoch(replay, _loader(), opt, device=torch.device("cpu"), scheduler=sched,
+                    after_step=record)  # fmt: skip
+    assert len(average) == 2
+    assert torch.allclose(saved["ema"]["module.head.weight"], average[-1], atol=1e-6)

@@ -105,6 +105,10 @@ class TrainConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
     out_dir: str = _opt("runs", "where run folders are created")
     name: str = _opt("", "run folder name suffix (default: model name)")
+    accum_steps: int = _opt(1, "batches whose gradients are averaged into one optimizer step "
+                            "(the effective batch is --batch-size x this)")  # fmt: skip
+    ema_decay: float = _opt(0.0, "keep an exponential moving average of the weights with this "
+                            "decay per step (e.g. 0.999) and validate it too (0: off)")  # fmt: skip
     amp: str = _opt("off", "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a "
                     "gradient scaler (CUDA)", choices=("off", "bf16", "fp16"))  # fmt: skip
     channels_last: bool = _opt(False, "channels-last memory format for the model and its inputs")

@@ -4,6 +4,7 @@ Every epoch reseeds python, numpy, torch and the loader's generator from (seed, 
 resumed run sees the same data order and augmentation as an uninterrupted one.
 """
 
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from .adversarial import AdversarialObjective, Objective
@@ -73,7 +75,8 @@ def train_one_epoch(
     objective: Objective | None = None,
     steps_per_epoch: int | None = None,
     sums: RunningSums | None = None,
-    after_step: Callable[[int, RunningSums], None] | None = None,
+    after_step: Callable[[int, int, RunningSums], None] | None = None,
+    accum_steps: int = 1,
     precision: Precision | None = None,
     memory_format: torch.memory_format = torch.preserve_format,
 ) -> tuple[dict[str, float], int]:
@@ -81,20 +84,24 @@ def train_one_epoch(
 
     `objective(model, x, y, epochs)` replaces the cross-entropy of the batch (adversarial
     training); `epochs` is the training done by the end of this step, in epochs (counted with
-    `steps_per_epoch`, by default the loader's length). To continue an epoch part-way, pass the
-    loader of its remaining batches and the `sums` of the batches done. `after_step(step, sums)`
-    runs after every optimizer step (step checkpoints, stop requests). `precision` sets mixed
-    precision (autocast and, for fp16, a gradient scaler); `memory_format` the inputs' layout
-    (`torch.channels_last` for a model converted to it).
+    optimizer steps per epoch). To continue an epoch part-way, pass the loader of its remaining
+    batches and the `sums` of the batches done. `after_step(step, batches, sums)` runs after
+    every optimizer step (step checkpoints, stop requests, weight averages); `batches` counts
+    the batches of this call so far. With `accum_steps` > 1, gradients of that many batches
+    are averaged into each optimizer step (the epoch's last step takes what is left).
+    `precision` sets mixed precision (autocast and, for fp16, a gradient scaler);
+    `memory_format` the inputs' layout (`torch.channels_last` for a model converted to it).
     Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite, before updating.
     """
     model.train()
     tracker = tracker or NullTracker()
     sums = sums or RunningSums()
     precision = precision or Precision(device)
-    steps_per_epoch = steps_per_epoch or len(loader)
-    progress = (console or Console()).progress(len(loader), desc)
-    for x, y in loader:
+    batches = len(loader)
+    steps_per_epoch = steps_per_epoch or math.ceil(batches / accum_steps)
+    progress = (console or Console()).progress(batches, desc)
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         with precision.autocast():
@@ -105,22 +112,25 @@ def train_one_epoch(
                 loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
-        optimizer.zero_grad(set_to_none=True)
-        precision.scaler.scale(loss).backward()
+        group = min(accum_steps, batches - i // accum_steps * accum_steps)  # batches of this step
+        precision.scaler.scale(loss / group).backward()
+        sums.add(len(y), **_batch_stats(logits, y, loss))
+        progress.step(lambda: {"loss": sums.means()["loss"]})
+        if (i + 1) % accum_steps and i + 1 < batches:
+            continue  # accumulate the next batch's gradient first
         if clip_grad > 0:
             precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         precision.scaler.step(optimizer)
         precision.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()
-        sums.add(len(y), **_batch_stats(logits, y, loss))
         step += 1
-        progress.step(lambda: {"loss": sums.means()["loss"]})
         if step % 10 == 0:
             tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         if after_step is not None:
-            after_step(step, sums)
+            after_step(step, i + 1, sums)
     progress.close()
     return sums.means(_PERCENT), step
 
@@ -203,18 +213,19 @@ class FitState:
     partial: dict[str, Any] | None = None
     rng: dict[str, Tensor] | None = None
     scaler: dict[str, Any] | None = None  # fp16's gradient scaler
+    ema: dict[str, Any] | None = None  # the weight average (--ema-decay)
     confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
         return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]),
                    state.get("position", 0), state.get("partial"), state.get("rng"),
-                   state.get("scaler"))  # fmt: skip
+                   state.get("scaler"), state.get("ema"))  # fmt: skip
 
     def checkpoint(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best_acc1": self.best_acc1,
                 "totals": dict(self.totals), "position": self.position, "partial": self.partial,
-                "rng": self.rng, "scaler": self.scaler}  # fmt: skip
+                "rng": self.rng, "scaler": self.scaler, "ema": self.ema}  # fmt: skip
 
 
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None) -> None:
@@ -267,8 +278,15 @@ def fit(
             raise TrainingError("this checkpoint was saved part-way through an epoch: resuming "
                                 "it needs a train loader with a ResumableSampler")  # fmt: skip
         sampler = None
-    batch = train_loader.batch_size
-    steps_per_epoch = math.ceil(sampler.num_samples / batch) if sampler else len(train_loader)
+    batch, accum = train_loader.batch_size, cfg.train.accum_steps
+    batches = math.ceil(sampler.num_samples / batch) if sampler else len(train_loader)
+    steps_per_epoch = math.ceil(batches / accum)
+    ema = None
+    if cfg.train.ema_decay:
+        ema = AveragedModel(unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+                            use_buffers=True)  # fmt: skip
+        if state.ema:
+            ema.load_state_dict(state.ema)
     precision = Precision(device, cfg.train.amp)
     if state.scaler:
         precision.scaler.load_state_dict(state.scaler)
@@ -277,6 +295,7 @@ def fit(
 
     def save(improved: bool = False) -> None:
         state.scaler = precision.scaler.state_dict() or None
+        state.ema = ema.state_dict() if ema is not None else None
         checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), **state.checkpoint(),
                       "config": cfg.to_dict(), "classes": list(classes),
@@ -285,18 +304,20 @@ def fit(
         if improved:
             save_checkpoint(run.best, checkpoint)
 
-    def after_step(step: int, sums: RunningSums) -> None:
+    def after_step(step: int, done: int, sums: RunningSums, *, first: int) -> None:
+        if ema is not None:
+            ema.update_parameters(unwrap(model))
         stopping = stop is not None and stop()
         every = cfg.train.checkpoint_every
         if not (stopping or (every and step % every == 0)):
             return
-        state.position += step - state.step
-        state.step, state.partial, state.rng = step, sums.state_dict(), rng_state(device)
+        state.step, state.position = step, first + done
+        state.partial, state.rng = sums.state_dict(), rng_state(device)
         save()
         if stopping:
             raise Interrupted(
                 f"stopped after step {step} (epoch {state.epoch + 1}, batch {state.position} of "
-                f"{steps_per_epoch}); saved {run.last}"
+                f"{batches}); saved {run.last}"
             )
 
     while state.epoch < end:
@@ -326,7 +347,8 @@ def fit(
                     objective=objective,
                     steps_per_epoch=steps_per_epoch,
                     sums=sums,
-                    after_step=after_step,
+                    after_step=functools.partial(after_step, first=state.position),
+                    accum_steps=accum,
                     **fast,
                 )
         except NonFiniteLoss as e:
@@ -338,6 +360,9 @@ def fit(
         val = evaluate(model, val_loader, device=device, tta=cfg.train.tta,
                        num_classes=len(classes), **fast)  # fmt: skip
         state.confusion = val.pop("confusion")
+        if ema is not None:
+            averaged = evaluate(ema.module, val_loader, device=device, tta=cfg.train.tta, **fast)
+            val |= {f"ema_{k}": v for k, v in averaged.items()}
         row = _epoch_row(
             epoch,
             train,
@@ -395,6 +420,9 @@ _TAGS = {
     "val/acc5": "val_acc5",
     "val/robust_acc1": "val_robust_acc1",
     "val/robust_drop": "val_robust_drop",
+    "val_ema/loss": "val_ema_loss",
+    "val_ema/acc1": "val_ema_acc1",
+    "val_ema/acc5": "val_ema_acc5",
     "time/epoch_s": "epoch_seconds",
     "mem/peak_mb": "peak_memory_mb",
 }
@@ -411,6 +439,7 @@ def _epoch_row(
         "val_loss": val["loss"],
         "val_acc1": val["acc1"],
         "val_acc5": val["acc5"],
+        **{f"val_ema_{k}": val[f"ema_{k}"] for k in ("loss", "acc1", "acc5") if f"ema_{k}" in val},
         "lr": lr,
         "epoch_seconds": seconds,
         "images_per_second": images / max(seconds, 1e-9),

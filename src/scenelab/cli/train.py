@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import shutil
 import signal
 import sys
@@ -143,8 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if checkpoint is None and cfg.train.time_budget:
             cfg = _fit_budget(cfg, model, train_set, val_set, device, robust_loader, started)
     optimizer = build_optimizer(model, cfg.optim)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.train.accum_steps)
     scheduler = build_scheduler(
-        optimizer, cfg.optim, steps_per_epoch=len(train_loader), epochs=cfg.train.epochs
+        optimizer, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs
     )
     state = FitState()
     if checkpoint is not None:
