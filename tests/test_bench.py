@@ -40,3 +40,20 @@ def test_step_table_gives_ratios_to_the_default_and_to_onednn_off():
 
 def test_step_time_is_a_positive_median():
     assert bench.step_time(TINY, bench.VARIANTS[2], torch.device("cpu")) > 0
+
+
+def test_bench_train_times_every_switch_against_plain(capsys):
+    import pytest
+
+    from scenelab.bench.train import parse_variants
+    from scenelab.cli import main
+
+    flags = ["--image-size", "16", "--batch-size", "4", "--steps", "2", "--repeats", "1",
+             "--num-classes", "3", "--variants", "bf16+channels_last,accum2,ema"]  # fmt: skip
+    assert main(["bench", "train", *flags]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.endswith("x")]
+    assert [r[0] for r in rows] == ["plain", "bf16+channels_last", "accum2", "ema"]
+    assert rows[0][-1] == "1.00x" and all(float(r[1]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="unknown speed switch fp8"):
+        parse_variants("bf16+fp8")

@@ -157,6 +157,20 @@ class ModelsBenchConfig:
     device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainBenchConfig:
+    model: str = _opt("simplenet", "registry model to train")
+    variants: str = _opt("plain,channels_last,bf16,bf16+channels_last,accum2,ema",
+                         "comma-separated speed switches to time against plain training (also: "
+                         "compile, compile+bf16; compiling takes a while)")  # fmt: skip
+    batch_size: int = _opt(64, "images per optimizer step (accum2: two batches of half)")
+    image_size: int = _opt(128, "input resolution in pixels")
+    num_classes: int = _opt(100, "classes of the model's head")
+    steps: int = _opt(8, "optimizer steps per timed pass")
+    repeats: int = _opt(3, "timed passes per variant, taken in turns (the median is reported)")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+
+
 ADV_METHODS = ("none", "goodfellow", "madry", "fgsm-rs", "trades")
 # Per method: PGD steps, random start, and the step as a multiple of eps (None: 2.5 / steps).
 ADV_DEFAULTS: dict[str, dict[str, Any]] = {

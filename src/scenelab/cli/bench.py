@@ -1,4 +1,4 @@
-"""`scenelab bench conv|models|explain|attack`: tables, with ratios measured in one run."""
+"""`scenelab bench conv|models|explain|attack|train`: tables, with ratios measured in one run."""
 
 import argparse
 import csv
@@ -13,7 +13,14 @@ from .. import runtime
 from ..bench import attack as attack_bench
 from ..bench import conv, models
 from ..bench import explain as explain_bench
-from ..config import AttackBenchConfig, ConvBenchConfig, ExplainBenchConfig, ModelsBenchConfig
+from ..bench import train as train_bench
+from ..config import (
+    AttackBenchConfig,
+    ConvBenchConfig,
+    ExplainBenchConfig,
+    ModelsBenchConfig,
+    TrainBenchConfig,
+)
 from .flags import add_config_flags, given
 
 
@@ -106,6 +113,22 @@ def cmd_bench_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    cfg, device = _config_and_device(args, TrainBenchConfig)
+    print(
+        f"Benchmark: training-loop speed switches, {cfg.model} on batches of {cfg.batch_size} at "
+        f"{cfg.image_size} px from memory, on {device} ({torch.get_num_threads()} threads, CPU "
+        f"capability {torch.backends.cpu.get_cpu_capability()}), torch {torch.__version__}; "
+        f"median of {cfg.repeats} passes of {cfg.steps} steps each, variants in turns, after "
+        "one warm-up pass\n",
+        flush=True,
+    )
+    print(train_bench.table(train_bench.step_times(cfg, device), cfg.batch_size))
+    print("\nbf16 is fast on CPUs with AMX (Sapphire Rapids and later) or AVX512-BF16; elsewhere "
+          "it is emulated and slower than float32.")  # fmt: skip
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
     benches = benches.add_subparsers(dest="bench", required=True)
@@ -118,6 +141,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = benches.add_parser("explain", help="saliency methods against captum's")
     add_config_flags(p, ExplainBenchConfig)
     p.set_defaults(func=cmd_bench_explain)
+    p = benches.add_parser("train", help="the training loop's speed switches against plain")
+    add_config_flags(p, TrainBenchConfig)
+    p.set_defaults(func=cmd_bench_train)
     p = benches.add_parser("attack", help="PGD and FGSM against torchattacks'")
     add_config_flags(p, AttackBenchConfig)
     p.set_defaults(func=cmd_bench_attack)
