@@ -248,3 +248,24 @@ def test_the_weight_average_is_the_exponential_average_of_every_step(tmp_path):
                     after_step=record)  # fmt: skip
     assert len(average) == 2
     assert torch.allclose(saved["ema"]["module.head.weight"], average[-1], atol=1e-6)
+
+
+def test_resizing_the_schedule_in_the_warm_up_equals_the_longer_schedule_from_the_start():
+    from scenelab.optim import resize_schedule
+
+    cfg = OptimConfig(lr=0.1, warmup_epochs=1)
+
+    def rates(epochs, resize_to=None):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched = build_scheduler(opt, cfg, steps_per_epoch=4, epochs=epochs)
+        out = []
+        for step in range(24):
+            if step == 4 and resize_to:  # the end of the warm-up epoch
+                resize_schedule(sched, cfg, steps_per_epoch=4, epochs=resize_to)
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    assert rates(3, resize_to=6) == pytest.approx(rates(6))
+    assert rates(3, resize_to=6) != pytest.approx(rates(3))

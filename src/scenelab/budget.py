@@ -15,10 +15,16 @@ from .train import evaluate, robust_accuracy, train_one_epoch
 
 
 def epochs_for_budget(
-    budget_seconds: float, epoch_seconds: float, *, margin: float = 0.9, at_most: int = 10_000
+    budget_seconds: float,
+    epoch_seconds: float,
+    *,
+    margin: float = 0.9,
+    at_least: int = 1,
+    at_most: int = 10_000,
 ) -> int:
-    """The whole epochs that fit in `margin` of the budget (at least one)."""
-    return max(1, min(at_most, int(margin * budget_seconds // max(epoch_seconds, 1e-9))))
+    """The whole epochs that fit in `margin` of the budget, within [at_least, at_most]."""
+    fit = int(margin * max(budget_seconds, 0.0) // max(epoch_seconds, 1e-9))
+    return max(at_least, min(at_most, fit))
 
 
 def estimate_epoch_seconds(

@@ -6,6 +6,7 @@ fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position em
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,13 +53,29 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
     return min_ratio + (1 - min_ratio) * cosine
 
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
+def _schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         return lr_factor(step, warmup_steps=warmup, total_steps=total, min_ratio=cfg.min_lr_ratio)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch, epochs))
+
+
+def resize_schedule(
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    cfg: OptimConfig,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+) -> None:
+    """Give a `build_scheduler` schedule a new length in place, at the same step. The rates
+    of the warm-up do not depend on the length, so resizing within it leaves no jump."""
+    scheduler.lr_lambdas = [_schedule(cfg, steps_per_epoch, epochs)] * len(scheduler.lr_lambdas)

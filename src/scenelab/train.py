@@ -7,8 +7,9 @@ resumed run sees the same data order and augmentation as an uninterrupted one.
 import functools
 import math
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .data.sampling import ResumableSampler
 from .metrics import RunningSums, confusion_matrix, correct_topk
+from .optim import resize_schedule
 from .runtime import (
     Precision,
     Timer,
@@ -256,6 +258,7 @@ def fit(
     stop_after: int = 0,
     robust_loader: DataLoader | None = None,
     stop: Callable[[], bool] | None = None,
+    resize: Callable[[float], int] | None = None,
 ) -> FitState:
     """Train from `state` to `cfg.train.epochs` (or `stop_after` epochs), evaluating each epoch.
 
@@ -264,7 +267,10 @@ def fit(
     epoch and `best.pt` when val top-1 improves; with `cfg.train.checkpoint_every`, also
     `last.pt` every that many steps, from which a killed run resumes part-way through an epoch
     (the train loader needs a `ResumableSampler`). When `stop()` turns true, saves `last.pt`
-    after the current step and raises `Interrupted`. Returns the final state.
+    after the current step and raises `Interrupted`. `resize(seconds)` is called once, after
+    the first epoch of a run when that epoch is still warm-up, with the epoch's wall-clock
+    seconds; it returns the run's new number of epochs, and the schedule is resized to it
+    (`--time-budget` corrects its estimate this way). Returns the final state.
     """
     state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
     objective = None
@@ -321,7 +327,7 @@ def fit(
             )
 
     while state.epoch < end:
-        epoch = state.epoch + 1
+        epoch, started = state.epoch + 1, time.perf_counter()
         seed_epoch(cfg.train.seed, epoch, generator)
         if sampler is not None:
             sampler.set_position(epoch, state.position * batch)
@@ -392,6 +398,12 @@ def fit(
             f"{row['images_per_second']:.0f} img/s"
             + (f"  robust acc1 {row['val_robust_acc1']:.2f}" if robust_loader is not None else "")
         )
+        if resize is not None and epoch == 1 and cfg.optim.warmup_epochs >= 1:
+            epochs = resize(time.perf_counter() - started)
+            end = min(stop_after, epochs) if stop_after else epochs
+            cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
+            resize_schedule(scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=epochs)
+            save()  # last.pt resumes with the new length
     return state
 
 

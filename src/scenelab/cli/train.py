@@ -169,6 +169,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     console = Console(sys.stdout, log_every=cfg.train.log_every)
     trained = torch.compile(model) if cfg.train.compile else model  # saved uncompiled
     stop = StopRequest()
+    resize = None
+    if checkpoint is None and cfg.train.time_budget:
+        resize = BudgetResize(cfg, run, started)
     try:
         with Tracker(run, keep_epochs=state.epoch) as tracker, stop.installed():
             state = fit(
@@ -188,11 +191,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 stop_after=cfg.train.stop_after,
                 robust_loader=robust_loader,
                 stop=stop,
+                resize=resize,
             )
     except Interrupted as e:
         print(f"\n{e}\nResume with: scenelab train --resume {run.last}", file=sys.stderr)
         refresh_report(run)
         return 128 + stop.signum
+    cfg = resize.cfg if resize is not None else cfg
     summary = _summary(cfg, state, params, device)
     bad = read_bad_images(run.bad_images)
     if cfg.data.on_bad_image == "skip":
@@ -243,6 +248,27 @@ def _fit_budget(
         flush=True,
     )
     return replace(cfg, train=replace(cfg.train, epochs=epochs))
+
+
+class BudgetResize:
+    """`fit`'s `resize`: after the first epoch, the epochs that fit the budget by its measured
+    time (the estimate from a few steps is rough), recorded in config.yaml. `cfg` is the run's
+    configuration with the final number of epochs."""
+
+    def __init__(self, cfg: RunConfig, run: RunDir, started: float) -> None:
+        self.cfg, self.run, self.started = cfg, run, started
+
+    def __call__(self, epoch_seconds: float) -> int:
+        left = parse_duration(self.cfg.train.time_budget) - (time.perf_counter() - self.started)
+        epochs = 1 + epochs_for_budget(left, epoch_seconds, at_least=0)
+        print(
+            f"epoch 1 took {epoch_seconds:.1f} s: {epochs} epochs in all fit the budget "
+            f"({left:.0f} s left); the learning-rate schedule now ends there",
+            flush=True,
+        )
+        self.cfg = replace(self.cfg, train=replace(self.cfg.train, epochs=epochs))
+        self.run.config.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        return epochs
 
 
 def _adversarial_line(cfg: RunConfig, robust_images: int) -> str:
