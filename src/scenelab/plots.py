@@ -34,6 +34,7 @@ def plot_lines(
         for label, x, y in series:
             ax.plot(x, y, "o-" if len(x) <= 30 else "-", markersize=3, label=label)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs and steps are whole
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=8)
