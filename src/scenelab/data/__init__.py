@@ -116,6 +116,7 @@ def build_loader(
         sampler=sampler,
         collate_fn=collate_present,
         num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,  # no new worker processes every epoch
         pin_memory=device.type == "cuda",
         generator=generator,
         worker_init_fn=seed_worker,
