@@ -204,3 +204,35 @@ def test_folder_without_masks(tmp_path):
 def test_tiny_helper_writes_requested_sizes(tmp_path):
     root = write_tiny(tmp_path / "t", num_classes=2, train=4, val=2, size=16)
     assert len(MiniPlaces(root, "train")) == 4 and len(MiniPlaces(root, "val")) == 2
+
+
+@pytest.mark.parametrize("source", ["miniplaces", "folder"])
+def test_cached_images_give_exactly_the_uncached_tensors(tiny_miniplaces, tmp_path, source):
+    root = tiny_miniplaces
+    if source == "folder":
+        root = tmp_path / "tree"
+        for split in ("train", "val"):
+            _image_folder(root, split, ["beach", "city"])
+    plain = DataConfig(data=source, data_root=str(root), image_size=24, workers=0)
+    cached = DataConfig(data=source, data_root=str(root), image_size=24, workers=2,
+                        cache_images=True)  # fmt: skip
+    for augment in (False, True):
+        a, _ = build_dataset(plain, "train", augment=augment)
+        b, _ = build_dataset(cached, "train", augment=augment)
+        for i in range(len(a)):
+            torch.manual_seed(i)
+            x = a[i][0]
+            torch.manual_seed(i)
+            assert torch.equal(x, b[i][0]), (augment, i)
+
+
+def test_an_image_that_cannot_be_cached_fails_when_read_or_is_skipped(tiny_miniplaces):
+    bad = tiny_miniplaces / "images" / "val" / "00000003.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])
+    cfg = DataConfig(data="miniplaces", data_root=str(tiny_miniplaces), image_size=24,
+                     workers=0, cache_images=True)  # fmt: skip
+    val, _ = build_dataset(cfg, "val")
+    with pytest.raises(DatasetError, match=r"cannot decode image .*00000003\.jpg: it could not"):
+        val[2]
+    skip, _ = build_dataset(DataConfig(**{**cfg.__dict__, "on_bad_image": "skip"}), "val")
+    assert skip[2] is None and skip[1] is not None

@@ -26,6 +26,9 @@ class DataConfig:
     batch_size: int = _opt(64, "images per optimisation step")
     workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = _opt(0, "use only the first N validation images (0: all)")
+    cache_images: bool = _opt(False, "decode every image once into memory (resized as the "
+                              "transforms would): epochs then only augment (MiniPlaces and "
+                              "folder data; 64 px needs about 470 MB for the sample)")  # fmt: skip
     on_bad_image: str = _opt("error", "a corrupt or unreadable image: error (stop, naming the "
                              "file) or skip (leave it out of its batch; the run lists them in "
                              "bad_images.txt and summary.json)", choices=BAD_IMAGE)  # fmt: skip

@@ -126,7 +126,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run = RunDir.create(cfg.train.out_dir, cfg.train.name)
     with _removed_on_error(run, created=checkpoint is None):
-        print(f"Preparing {cfg.data.data} data ({size} px) ...", flush=True)
+        caching = ", decoding every image into memory" if cfg.data.cache_images else ""
+        print(f"Preparing {cfg.data.data} data ({size} px{caching}) ...", flush=True)
         train_set, val_set, classes = build_datasets(cfg.data, bad_images=run.bad_images)
         model = build_model(cfg.model, len(classes), size)
         if weights is not None:

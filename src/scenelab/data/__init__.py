@@ -11,12 +11,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import DataConfig
 from ..runtime import seed_worker
+from .cache import cache_images
 from .decode import DatasetError, SkipBadImages, collate_present
 from .folder import image_folder
 from .miniplaces import MiniPlaces
 from .sampling import ResumableSampler, SeededDataset
 from .synthetic import SyntheticScenes
-from .transforms import eval_transform, train_transform
+from .transforms import eval_transform, resize_size, train_transform
 
 __all__ = ["DatasetError", "build_dataset", "build_datasets", "build_loader", "check_classes"]
 
@@ -63,6 +64,8 @@ def build_dataset(
     else:
         raise DatasetError(f"unknown data source {cfg.data!r}")
     classes = list(dataset.classes)
+    if cfg.cache_images:
+        cache_images(dataset, resize_size(size), cfg.workers)
     if cfg.on_bad_image == "skip":
         dataset = SkipBadImages(dataset, bad_images)
     if cfg.limit and split != "train" and cfg.limit < len(dataset):

@@ -14,6 +14,9 @@ class DatasetError(ValueError):
     """A dataset on disk is malformed: the message says what, where, and what to do."""
 
 
+UNCACHED = "it could not be decoded when the images were cached"
+
+
 class BadImage(DatasetError):
     """One image file cannot be read or decoded."""
 

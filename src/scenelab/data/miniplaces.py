@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import io, tv_tensors
 
-from .decode import DatasetError, decode_mask, decode_rgb
+from .decode import UNCACHED, BadImage, DatasetError, decode_mask, decode_rgb
 
 _SHOW = 5  # problems quoted in an error message
 
@@ -119,13 +119,14 @@ class MiniPlaces(Dataset):
         self.categories = read_categories(self.root / "categories.txt")
         self.classes = [category_name(c) for c in self.categories]
         self.entries = read_list(self.root / f"{split}.txt", self.categories, split != "test")
-        self._check_exist(self._image_path, "images")
+        self._check_exist(self.image_path, "images")
         if with_masks:
             self._check_exist(self._mask_path, "masks")
         self.transform, self.with_masks = transform, with_masks
+        self.cache: list[torch.Tensor | None] | None = None  # decoded images (cache_images)
         self.targets = [e.label for e in self.entries]
 
-    def _image_path(self, entry: Entry) -> Path:
+    def image_path(self, entry: Entry) -> Path:
         return self.root / "images" / entry.path
 
     def _mask_path(self, entry: Entry) -> Path:
@@ -142,9 +143,17 @@ class MiniPlaces(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def _decoded(self, i: int) -> torch.Tensor:
+        path = self.image_path(self.entries[i])
+        if self.cache is None:
+            return decode_rgb(path)
+        if self.cache[i] is None:
+            raise BadImage(path, UNCACHED)
+        return self.cache[i]
+
     def __getitem__(self, i: int):
         entry = self.entries[i]
-        image = tv_tensors.Image(decode_rgb(self._image_path(entry)))
+        image = tv_tensors.Image(self._decoded(i))
         if not self.with_masks:
             return (self.transform(image) if self.transform else image), entry.label
         mask = tv_tensors.Mask(decode_mask(self._mask_path(entry)))
