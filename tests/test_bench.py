@@ -57,3 +57,17 @@ def test_bench_train_times_every_switch_against_plain(capsys):
     assert rows[0][-1] == "1.00x" and all(float(r[1]) > 0 for r in rows)
     with pytest.raises(ValueError, match="unknown speed switch fp8"):
         parse_variants("bf16+fp8")
+
+
+def test_bench_data_compares_the_pipeline_with_the_model(tiny_miniplaces, capsys):
+    from scenelab.cli import main
+
+    flags = ["--data-root", str(tiny_miniplaces), "--image-size", "24", "--batch-size", "4",
+             "--batches", "2", "--workers", "0,1", "--cache-images"]  # fmt: skip
+    assert main(["bench", "data", *flags]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.endswith("x")]
+    assert [r.split("  ")[0] for r in rows] == [
+        "decode + augment, 0 workers", "decode + augment, 1 workers",
+        "training step alone (batches in memory)", "training end to end (loader)"]  # fmt: skip
+    assert "images cached in memory" in out

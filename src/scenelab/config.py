@@ -506,3 +506,17 @@ def _coerce(f: Field, hint: Any, value: Any) -> Any:
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
     return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataBenchConfig:
+    data: str = _opt("miniplaces", "data source", choices=DATA_SOURCES)
+    data_root: str | None = _opt(None, "dataset root (miniplaces: holds categories.txt; folder)")
+    image_size: int = _opt(64, "training resolution in pixels")
+    batch_size: int = _opt(64, "images per batch")
+    model: str = _opt("simplenet", "the model trained end to end")
+    workers: tuple[int, ...] = _opt((0, 1, 2), "DataLoader worker counts to measure")
+    batches: int = _opt(20, "timed batches per measurement (after one warm-up batch)")
+    augment: str = _opt("course", "training augmentation preset", choices=AUGMENTS)
+    cache_images: bool = _opt(False, "decode the measured images into memory first")
+    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")

@@ -1,4 +1,4 @@
-"""`scenelab bench conv|models|explain|attack|train`: tables, with ratios measured in one run."""
+"""`scenelab bench conv|models|explain|attack|train|data`: tables and ratios from one run."""
 
 import argparse
 import csv
@@ -12,11 +12,13 @@ import torch
 from .. import runtime
 from ..bench import attack as attack_bench
 from ..bench import conv, models
+from ..bench import data as data_bench
 from ..bench import explain as explain_bench
 from ..bench import train as train_bench
 from ..config import (
     AttackBenchConfig,
     ConvBenchConfig,
+    DataBenchConfig,
     ExplainBenchConfig,
     ModelsBenchConfig,
     TrainBenchConfig,
@@ -129,6 +131,21 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    cfg, device = _config_and_device(args, DataBenchConfig)
+    cache = ", images cached in memory" if cfg.cache_images else ""
+    print(
+        f"Benchmark: the input pipeline, {cfg.data} train images at {cfg.image_size} px "
+        f"({cfg.augment} augmentation{cache}), batches of {cfg.batch_size}, {cfg.batches} timed "
+        f"batches each; {cfg.model} on {device} ({torch.get_num_threads()} threads)\n",
+        flush=True,
+    )
+    rates = data_bench.loader_rates(cfg, device)
+    model_only, end_to_end = data_bench.training_rates(cfg, device)
+    print(data_bench.table(rates, model_only, end_to_end))
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
     benches = benches.add_subparsers(dest="bench", required=True)
@@ -141,6 +158,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = benches.add_parser("explain", help="saliency methods against captum's")
     add_config_flags(p, ExplainBenchConfig)
     p.set_defaults(func=cmd_bench_explain)
+    p = benches.add_parser("data", help="input pipeline throughput against the model's")
+    add_config_flags(p, DataBenchConfig)
+    p.set_defaults(func=cmd_bench_data)
     p = benches.add_parser("train", help="the training loop's speed switches against plain")
     add_config_flags(p, TrainBenchConfig)
     p.set_defaults(func=cmd_bench_train)

@@ -1,0 +1,81 @@
+"""`scenelab bench data`: is the input pipeline fast enough to keep the model busy?
+
+Three measurements in one run, on the first images of the train split: decoding and
+augmentation alone (images/s for each worker count), a training step alone on batches already
+in memory (the model-only rate), and training end to end from the loader. The last two give the
+ratio that matters: end-to-end images/s as a share of what the model could take.
+"""
+
+import torch
+from torch.utils.data import Subset
+
+from ..config import DataBenchConfig, DataConfig, ModelConfig, OptimConfig
+from ..data import build_dataset, build_loader
+from ..models import build_model, optim_defaults
+from ..optim import build_optimizer
+from ..runtime import Timer
+from ..train import train_one_epoch
+from . import format_table
+
+
+def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:
+    return DataConfig(data=cfg.data, data_root=cfg.data_root, image_size=cfg.image_size,
+                      batch_size=cfg.batch_size, workers=workers, augment=cfg.augment,
+                      cache_images=cfg.cache_images)  # fmt: skip
+
+
+def _subset(cfg: DataBenchConfig, workers: int):
+    dataset, classes = build_dataset(_data_config(cfg, workers), "train", augment=True)
+    count = min(len(dataset), (cfg.batches + 1) * cfg.batch_size)
+    return Subset(dataset, range(count)), len(classes)
+
+
+def _images_per_second(run, images: int, device: torch.device) -> float:
+    with Timer(device) as timer:
+        run()
+    return images / timer.seconds
+
+
+def loader_rates(cfg: DataBenchConfig, device: torch.device) -> dict[int, float]:
+    """Images/s of decoding and augmenting alone, per worker count."""
+    rates = {}
+    for workers in cfg.workers:
+        subset, _ = _subset(cfg, workers)
+        loader = build_loader(subset, _data_config(cfg, workers), train=True, device=device)
+        batches = iter(loader)
+        next(batches)  # warm-up: workers start, first batch
+        rates[workers] = _images_per_second(lambda b=batches: sum(1 for _ in b),
+                                            len(subset) - cfg.batch_size, device)  # fmt: skip
+    return rates
+
+
+def training_rates(cfg: DataBenchConfig, device: torch.device) -> tuple[float, float]:
+    """(model-only, end-to-end) training images/s with the most workers measured."""
+    workers = max(cfg.workers)
+    subset, num_classes = _subset(cfg, workers)
+    model_cfg = ModelConfig(model=cfg.model)
+    optim = OptimConfig(**optim_defaults(model_cfg))
+    torch.manual_seed(0)
+    model = build_model(model_cfg, num_classes, cfg.image_size).to(device)
+    optimizer = build_optimizer(model, optim)
+    loader = build_loader(subset, _data_config(cfg, workers), train=True, device=device)
+    batches = [(x.to(device), y.to(device)) for x, y in loader]  # the same images, in memory;
+    # the loader's workers stay up for the end-to-end pass (persistent)
+
+    def step(data) -> None:
+        train_one_epoch(model, data, optimizer, device=device, clip_grad=optim.clip_grad)
+
+    step(batches[:1])  # warm-up
+    images = sum(len(y) for _, y in batches)
+    model_only = _images_per_second(lambda: step(batches), images, device)
+    end_to_end = _images_per_second(lambda: step(loader), images, device)
+    return model_only, end_to_end
+
+
+def table(rates: dict[int, float], model_only: float, end_to_end: float) -> str:
+    rows = [[f"decode + augment, {w} workers", f"{r:.0f}", f"{r / model_only:.2f}x"]
+            for w, r in rates.items()]  # fmt: skip
+    rows += [["training step alone (batches in memory)", f"{model_only:.0f}", "1.00x"],
+             ["training end to end (loader)", f"{end_to_end:.0f}",
+              f"{end_to_end / model_only:.2f}x"]]  # fmt: skip
+    return format_table(["measurement", "images/s", "vs model only"], rows)
