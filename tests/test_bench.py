@@ -1,7 +1,7 @@
 import torch
 
 from scenelab.bench import conv as bench
-from scenelab.config import ConvBenchConfig
+from scenelab.bench.config import ConvBenchConfig
 
 TINY = ConvBenchConfig(
     batch_size=2, image_size=32, num_classes=5, steps=2, warmup=1, memory_steps=1, layer_repeats=1

@@ -173,7 +173,7 @@ class _SmallMemory(torch.nn.Module):
 def test_evaluation_out_of_memory_retries_in_smaller_batches(tta):
     from torch.utils.data import DataLoader, TensorDataset
 
-    from scenelab.train import evaluate
+    from scenelab.evaluation import evaluate
 
     data = TensorDataset(torch.rand(22, 3, 4, 4), torch.randint(0, 5, (22,)))
     loader = DataLoader(data, batch_size=11)

@@ -24,6 +24,7 @@ from .config import (
     TrainConfig,
 )
 from .data import build_dataset, build_datasets, build_loader
+from .evaluation import evaluate, robust_accuracy
 from .explain import (
     attention_rollout,
     compute_maps,
@@ -40,7 +41,7 @@ from .models import MODELS, build_model, count_flops, count_parameters, load_pre
 from .ops import UnfoldConv2d, conv2d_unfold
 from .optim import build_optimizer, build_scheduler
 from .report import write_report
-from .train import evaluate, fit, robust_accuracy, train_one_epoch
+from .train import fit, train_one_epoch
 
 __all__ = [
     "write_report",

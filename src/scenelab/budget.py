@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, Subset
 from .adversarial import AdversarialObjective
 from .config import RunConfig
 from .data import build_loader
+from .evaluation import evaluate, robust_accuracy
 from .optim import build_optimizer
 from .runtime import Timer
-from .train import evaluate, robust_accuracy, train_one_epoch
+from .train import train_one_epoch
 
 
 def epochs_for_budget(

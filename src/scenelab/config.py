@@ -14,31 +14,31 @@ AUGMENTS = ("course", "light", "none")
 BAD_IMAGE = ("error", "skip")
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
+def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    data: str = _opt("synthetic", "data source", choices=DATA_SOURCES)
-    data_root: str | None = _opt(None, "dataset root (miniplaces: holds categories.txt; folder)")
-    image_size: int = _opt(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
-    batch_size: int = _opt(64, "images per optimisation step")
-    workers: int = _opt(2, "DataLoader worker processes (0: load in the main process)")
-    limit: int = _opt(0, "use only the first N validation images (0: all)")
-    cache_images: bool = _opt(False, "decode every image once into memory (resized as the "
+    data: str = option("synthetic", "data source", choices=DATA_SOURCES)
+    data_root: str | None = option(None, "dataset root (miniplaces: holds categories.txt; folder)")
+    image_size: int = option(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
+    batch_size: int = option(64, "images per optimisation step")
+    workers: int = option(2, "DataLoader worker processes (0: load in the main process)")
+    limit: int = option(0, "use only the first N validation images (0: all)")
+    cache_images: bool = option(False, "decode every image once into memory (resized as the "
                               "transforms would): epochs then only augment (MiniPlaces and "
                               "folder data; 64 px needs about 470 MB for the sample)")  # fmt: skip
-    on_bad_image: str = _opt("error", "a corrupt or unreadable image: error (stop, naming the "
+    on_bad_image: str = option("error", "a corrupt or unreadable image: error (stop, naming the "
                              "file) or skip (leave it out of its batch; the run lists them in "
                              "bad_images.txt and summary.json)", choices=BAD_IMAGE)  # fmt: skip
-    augment: str = _opt("course", "training augmentation: course (flip, rotation, resized crop "
+    augment: str = option("course", "training augmentation: course (flip, rotation, resized crop "
                         "from 25%%, colour), light (flip and a shifted crop: better for runs "
                         "of a few epochs) or none", choices=AUGMENTS)  # fmt: skip
-    synth_classes: int = _opt(10, "synthetic scenes: number of classes (at most 10)")
-    synth_train: int = _opt(4000, "synthetic scenes: training images")
-    synth_val: int = _opt(1000, "synthetic scenes: validation images")
-    synth_seed: int = _opt(0, "synthetic scenes: generator seed (independent of --seed)")
+    synth_classes: int = option(10, "synthetic scenes: number of classes (at most 10)")
+    synth_train: int = option(4000, "synthetic scenes: training images")
+    synth_val: int = option(1000, "synthetic scenes: validation images")
+    synth_seed: int = option(0, "synthetic scenes: generator seed (independent of --seed)")
 
     @property
     def resolved_image_size(self) -> int:
@@ -52,126 +52,90 @@ class ModelConfig:
     """The model by name, plus architecture settings (`arch` fields, passed to the model's
     builder); None means the model's own default."""
 
-    model: str = _opt("simplenet", "registry name (see `scenelab models`) or tv:NAME (torchvision)")
-    conv: str = _opt("native", "convolution implementation for CNNs")
-    pretrained: bool = _opt(False, "start from torchvision's ImageNet weights (downloaded once)")
-    weights: str | None = _opt(None, "start from this torchvision state-dict file (offline)")
-    freeze_backbone: bool = _opt(False, "train only the new head of a torchvision model")
+    model: str = option(
+        "simplenet", "registry name (see `scenelab models`) or tv:NAME (torchvision)"
+    )
+    conv: str = option("native", "convolution implementation for CNNs")
+    pretrained: bool = option(False, "start from torchvision's ImageNet weights (downloaded once)")
+    weights: str | None = option(None, "start from this torchvision state-dict file (offline)")
+    freeze_backbone: bool = option(False, "train only the new head of a torchvision model")
     # ViT and multi-scale ViT
-    patch_size: int | None = _opt(None, "ViT: patch size in pixels", arch=True)
-    patch_sizes: tuple[int, ...] | None = _opt(
+    patch_size: int | None = option(None, "ViT: patch size in pixels", arch=True)
+    patch_sizes: tuple[int, ...] | None = option(
         None, "multi-scale ViT: patch size per branch", arch=True
     )
-    embed_dim: int | None = _opt(None, "ViTs: token dimension", arch=True)
-    depth: int | None = _opt(None, "ViTs: transformer blocks (per branch)", arch=True)
-    num_heads: int | None = _opt(None, "ViTs: attention heads", arch=True)
-    window_size: int | None = _opt(
+    embed_dim: int | None = option(None, "ViTs: token dimension", arch=True)
+    depth: int | None = option(None, "ViTs: transformer blocks (per branch)", arch=True)
+    num_heads: int | None = option(None, "ViTs: attention heads", arch=True)
+    window_size: int | None = option(
         None, "ViTs: attention window in tokens (0: all global)", arch=True
     )
-    window_block_indexes: tuple[int, ...] | None = _opt(
+    window_block_indexes: tuple[int, ...] | None = option(
         None, "ViTs: blocks (from 0) with windowed attention; the others attend globally", arch=True
     )
-    drop_path_rate: float | None = _opt(None, "ViTs: stochastic depth of the last block", arch=True)
-    head_norm: bool | None = _opt(None, "ViTs: LayerNorm between pooling and the head", arch=True)
-    pos_embed: bool | None = _opt(None, "ViTs: learned absolute position embedding", arch=True)
+    drop_path_rate: float | None = option(
+        None, "ViTs: stochastic depth of the last block", arch=True
+    )
+    head_norm: bool | None = option(None, "ViTs: LayerNorm between pooling and the head", arch=True)
+    pos_embed: bool | None = option(None, "ViTs: learned absolute position embedding", arch=True)
     # Bottleneck ResNet
-    stage_widths: tuple[int, ...] | None = _opt(
+    stage_widths: tuple[int, ...] | None = option(
         None, "resnet_bn: output channels per stage", arch=True
     )
-    stage_blocks: tuple[int, ...] | None = _opt(
+    stage_blocks: tuple[int, ...] | None = option(
         None, "resnet_bn: bottleneck blocks per stage", arch=True
     )
-    final_width: int | None = _opt(None, "resnet_bn: channels of the last block", arch=True)
-    expansion: int | None = _opt(None, "resnet_bn: block width / bottleneck width", arch=True)
+    final_width: int | None = option(None, "resnet_bn: channels of the last block", arch=True)
+    expansion: int | None = option(None, "resnet_bn: block width / bottleneck width", arch=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
-    lr: float = _opt(0.05, "peak learning rate (after warm-up)")
-    momentum: float = _opt(0.9, "SGD momentum")
-    weight_decay: float = _opt(
+    optimizer: str = option("sgd", "optimiser", choices=OPTIMIZERS)
+    lr: float = option(0.05, "peak learning rate (after warm-up)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(
         5e-4, "weight decay (not on biases, norm weights and position embeddings)"
     )
-    backbone_lr_scale: float = _opt(1.0, "learning rate of all but the head, as a share of --lr")
-    warmup_epochs: float = _opt(1.0, "linear warm-up length in epochs, then cosine decay")
-    min_lr_ratio: float = _opt(0.0, "final learning rate as a fraction of --lr")
-    clip_grad: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
-    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    backbone_lr_scale: float = option(1.0, "learning rate of all but the head, as a share of --lr")
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs, then cosine decay")
+    min_lr_ratio: float = option(0.0, "final learning rate as a fraction of --lr")
+    clip_grad: float = option(0.0, "clip the gradient norm to this value (0: off)")
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = _opt(10, "training epochs (the length of the learning-rate schedule)")
-    stop_after: int = _opt(0, "stop after N epochs, keeping the schedule of --epochs (0: off)")
-    seed: int = _opt(0, "seed for python, numpy, torch and the data order")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
-    out_dir: str = _opt("runs", "where run folders are created")
-    name: str = _opt("", "run folder name suffix (default: model name)")
-    accum_steps: int = _opt(1, "batches whose gradients are averaged into one optimizer step "
+    epochs: int = option(10, "training epochs (the length of the learning-rate schedule)")
+    stop_after: int = option(0, "stop after N epochs, keeping the schedule of --epochs (0: off)")
+    seed: int = option(0, "seed for python, numpy, torch and the data order")
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:N or mps")
+    out_dir: str = option("runs", "where run folders are created")
+    name: str = option("", "run folder name suffix (default: model name)")
+    accum_steps: int = option(1, "batches whose gradients are averaged into one optimizer step "
                             "(the effective batch is --batch-size x this)")  # fmt: skip
-    ema_decay: float = _opt(0.0, "keep an exponential moving average of the weights with this "
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this "
                             "decay per step (e.g. 0.999) and validate it too (0: off)")  # fmt: skip
-    amp: str = _opt("off", "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a "
+    amp: str = option("off", "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a "
                     "gradient scaler (CUDA)", choices=("off", "bf16", "fp16"))  # fmt: skip
-    channels_last: bool = _opt(False, "channels-last memory format for the model and its inputs")
-    compile: bool = _opt(False, "torch.compile the model (checkpoints stay uncompiled state dicts)")
-    checkpoint_every: int = _opt(
+    channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
+    compile: bool = option(
+        False, "torch.compile the model (checkpoints stay uncompiled state dicts)"
+    )
+    checkpoint_every: int = option(
         0,
         "also save last.pt every N optimizer steps, so a killed run "
         "resumes from that step (0: at the end of each epoch only)",
     )
-    tta: bool = _opt(False, "validate on the image and its mirror (flip test-time augmentation)")
-    log_every: int = _opt(20, "steps between log lines when the output is not a terminal")
-    time_budget: str = _opt("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "
+    tta: bool = option(False, "validate on the image and its mirror (flip test-time augmentation)")
+    log_every: int = option(20, "steps between log lines when the output is not a terminal")
+    time_budget: str = option("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "
                             "--epochs is sized from a few timed steps, so the learning rate "
                             "ends annealed (default: off)")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.time_budget:
             parse_duration(self.time_budget)  # a bad value fails before any work
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConvBenchConfig:
-    model: str = _opt("simplenet", "CNN of the registry to train")
-    batch_size: int = _opt(64, "images per training step")
-    image_size: int = _opt(128, "input resolution in pixels")
-    num_classes: int = _opt(100, "classes of the model's head")
-    steps: int = _opt(10, "timed training steps per variant (the median is reported)")
-    warmup: int = _opt(2, "untimed steps first (allocator, oneDNN primitive caches)")
-    memory_steps: int = _opt(10, "training steps in each memory probe (the heap settles)")
-    memory_repeats: int = _opt(3, "fresh processes per variant for peak memory (0: skip)")
-    layer_repeats: int = _opt(5, "forward+backward repeats per conv layer (0: skip layers)")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelsBenchConfig:
-    models: str = _opt("all", "comma-separated registry names (all: the whole registry)")
-    sizes: tuple[int, ...] = _opt((64, 128), "input resolutions in pixels")
-    batch_size: int = _opt(64, "images per training step")
-    num_classes: int = _opt(100, "classes of the models' heads")
-    steps: int = _opt(5, "timed training steps per model and size (the median is reported)")
-    warmup: int = _opt(2, "untimed steps first (allocator, oneDNN primitive caches)")
-    memory_steps: int = _opt(3, "training steps in each memory probe")
-    memory_repeats: int = _opt(1, "fresh processes per model and size for peak memory (0: skip)")
-    out_dir: str = _opt("runs", "the CSV goes to <out-dir>/bench/")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainBenchConfig:
-    model: str = _opt("simplenet", "registry model to train")
-    variants: str = _opt("plain,channels_last,bf16,bf16+channels_last,accum2,ema",
-                         "comma-separated speed switches to time against plain training (also: "
-                         "compile, compile+bf16; compiling takes a while)")  # fmt: skip
-    batch_size: int = _opt(64, "images per optimizer step (accum2: two batches of half)")
-    image_size: int = _opt(128, "input resolution in pixels")
-    num_classes: int = _opt(100, "classes of the model's head")
-    steps: int = _opt(8, "optimizer steps per timed pass")
-    repeats: int = _opt(3, "timed passes per variant, taken in turns (the median is reported)")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
 ADV_METHODS = ("none", "goodfellow", "madry", "fgsm-rs", "trades")
@@ -189,31 +153,31 @@ class AdvConfig:
     """Adversarial training: the objective, its attack (L-infinity, pixel units) and the robust
     evaluation every epoch. None means the method's own default."""
 
-    adv_train: str = _opt("none", "adversarial training method", choices=ADV_METHODS)
-    adv_eps: float = _opt(8 / 255, "attack radius in pixel units (default: 8/255; fractions "
+    adv_train: str = option("none", "adversarial training method", choices=ADV_METHODS)
+    adv_eps: float = option(8 / 255, "attack radius in pixel units (default: 8/255; fractions "
                           "accepted)")  # fmt: skip
-    adv_step_size: float | None = _opt(
+    adv_step_size: float | None = option(
         None, "attack step (default: 2.5 x eps / steps; fgsm-rs: 1.25 x eps)"
     )
-    adv_steps: int | None = _opt(
+    adv_steps: int | None = option(
         None, "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)"
     )
-    adv_target: str = _opt("none", "goodfellow, madry, fgsm-rs: untargeted or towards the "
+    adv_target: str = option("none", "goodfellow, madry, fgsm-rs: untargeted or towards the "
                            "least-likely class", choices=("none", "least-likely"))  # fmt: skip
-    adv_fraction: float = _opt(0.5, "goodfellow: share of each batch replaced by adversarial "
+    adv_fraction: float = option(0.5, "goodfellow: share of each batch replaced by adversarial "
                                "examples")  # fmt: skip
-    adv_weight: float = _opt(0.5, "goodfellow: weight of the clean loss; the mixed batch gets "
+    adv_weight: float = option(0.5, "goodfellow: weight of the clean loss; the mixed batch gets "
                              "1 - weight")  # fmt: skip
-    trades_beta: float = _opt(6.0, "trades: weight of the robustness (KL) term")
-    adv_warmup_epochs: float = _opt(0.0, "raise eps linearly from 0 over these first epochs")
-    adv_bn_mode: str = _opt("eval", "model mode while the attack runs: eval (BatchNorm running "
+    trades_beta: float = option(6.0, "trades: weight of the robustness (KL) term")
+    adv_warmup_epochs: float = option(0.0, "raise eps linearly from 0 over these first epochs")
+    adv_bn_mode: str = option("eval", "model mode while the attack runs: eval (BatchNorm running "
                             "statistics) or train (batch statistics)",
                             choices=("eval", "train"))  # fmt: skip
-    adv_eval_limit: int | None = _opt(
+    adv_eval_limit: int | None = option(
         None, "robust accuracy every epoch on the first N val images (default: 256 with "
         "--adv-train, else 0: off)"
     )  # fmt: skip
-    adv_eval_steps: int = _opt(10, "PGD steps of the robust evaluation (at --adv-eps)")
+    adv_eval_steps: int = option(10, "PGD steps of the robust evaluation (at --adv-eps)")
 
     def __post_init__(self) -> None:
         if not 0 <= self.adv_fraction <= 1 or not 0 <= self.adv_weight <= 1:
@@ -255,35 +219,23 @@ EXPLAIN_METHODS = (
 
 @dataclass(frozen=True, kw_only=True)
 class ExplainConfig:
-    method: str = _opt("saliency", "saliency method", choices=EXPLAIN_METHODS)
-    objective: str = _opt("loss", "gradient of the label's loss (course) or of its logit",
+    method: str = option("saliency", "saliency method", choices=EXPLAIN_METHODS)
+    objective: str = option("loss", "gradient of the label's loss (course) or of its logit",
                           choices=("loss", "logit"))  # fmt: skip
-    reduce: str = _opt(
+    reduce: str = option(
         "max", "colour-channel reduction of |gradient|", choices=("max", "sum", "l2")
     )
-    samples: int = _opt(16, "smoothgrad: noisy copies per image")
-    stdev: float = _opt(0.1, "smoothgrad: noise standard deviation in pixel units ([0, 1])")
-    steps: int = _opt(32, "integrated_gradients: path points (Gauss-Legendre)")
-    baseline: float = _opt(0.0, "integrated_gradients: grey level of the baseline image")
-    layer: str | None = _opt(None, "grad_cam: module name (default: the last feature map)")
-    num: int = _opt(8, "images to explain")
-    select: str = _opt("all", "which validation images: all, correctly or wrongly classified",
+    samples: int = option(16, "smoothgrad: noisy copies per image")
+    stdev: float = option(0.1, "smoothgrad: noise standard deviation in pixel units ([0, 1])")
+    steps: int = option(32, "integrated_gradients: path points (Gauss-Legendre)")
+    baseline: float = option(0.0, "integrated_gradients: grey level of the baseline image")
+    layer: str | None = option(None, "grad_cam: module name (default: the last feature map)")
+    num: int = option(8, "images to explain")
+    select: str = option("all", "which validation images: all, correctly or wrongly classified",
                        choices=("all", "correct", "wrong"))  # fmt: skip
-    alpha: float = _opt(2.0, "red overlay where the map exceeds alpha x its mean")
-    per_image: bool = _opt(False, "red overlay: mean of each map instead of all maps together")
-    seed: int = _opt(0, "seed for smoothgrad's noise and the randomised model of --score")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExplainBenchConfig:
-    model: str = _opt("simplenet", "registry model (randomly initialised)")
-    batch_size: int = _opt(16, "images per call")
-    image_size: int = _opt(64, "input resolution in pixels")
-    num_classes: int = _opt(10, "classes of the model's head")
-    samples: int = _opt(16, "smoothgrad: noisy copies per image")
-    steps: int = _opt(32, "integrated_gradients: path points")
-    repeats: int = _opt(7, "timed calls per method and library, alternating (median)")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
+    alpha: float = option(2.0, "red overlay where the map exceeds alpha x its mean")
+    per_image: bool = option(False, "red overlay: mean of each map instead of all maps together")
+    seed: int = option(0, "seed for smoothgrad's noise and the randomised model of --score")
 
 
 ATTACK_TARGETS = ("none", "least-likely", "random")
@@ -298,43 +250,43 @@ ATTACK_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True, kw_only=True)
 class AttackConfig:
-    preset: str = _opt(
+    preset: str = option(
         "none",
         "course: the course template's attack (PGD-10 to the least-likely "
         "class, eps 0.1 and step 0.01 in normalised units, no random start, no "
         "clamp); flags given with it override it",
         choices=tuple(ATTACK_PRESETS),
     )
-    attack: str = _opt("pgd", "attack", choices=("pgd", "fgsm"))
-    norm: str = _opt("linf", "threat model: L-infinity or L2 ball", choices=("linf", "l2"))
-    eps: float = _opt(8 / 255, "ball radius in --units (default: 8/255; fractions accepted)")
-    alpha: float | None = _opt(None, "PGD step in --units (default: 2.5 x eps / steps)")
-    steps: int = _opt(10, "PGD iterations")
-    target: str = _opt(
+    attack: str = option("pgd", "attack", choices=("pgd", "fgsm"))
+    norm: str = option("linf", "threat model: L-infinity or L2 ball", choices=("linf", "l2"))
+    eps: float = option(8 / 255, "ball radius in --units (default: 8/255; fractions accepted)")
+    alpha: float | None = option(None, "PGD step in --units (default: 2.5 x eps / steps)")
+    steps: int = option(10, "PGD iterations")
+    target: str = option(
         "none",
         "none (untargeted), the least-likely class or a random other class",
         choices=ATTACK_TARGETS,
     )
-    retarget: bool = _opt(
+    retarget: bool = option(
         False,
         "least-likely: re-pick the target from each step's logits "
         "instead of fixing it from the clean ones",
     )
-    include_true: bool = _opt(
+    include_true: bool = option(
         False, "targets may be the true class (the course's argmin uses no labels)"
     )
-    random_start: bool = _opt(True, "PGD: start from a random point of the ball")
-    restarts: int = _opt(1, "PGD runs from new random starts; each image keeps its strongest")
-    clamp: bool = _opt(True, "keep adversarial images in [0, 1]")
-    units: str = _opt(
+    random_start: bool = option(True, "PGD: start from a random point of the ball")
+    restarts: int = option(1, "PGD runs from new random starts; each image keeps its strongest")
+    clamp: bool = option(True, "keep adversarial images in [0, 1]")
+    units: str = option(
         "pixels",
         "units of --eps and --alpha: pixels ([0, 1]) or normalized (x the "
         "model's per-channel std, as the course's)",
         choices=("pixels", "normalized"),
     )
-    eps_sweep: str = _opt("", "robust accuracy at each eps, e.g. 0,1/255,2/255,4/255,8/255")
-    num: int = _opt(8, "images in the picture grid")
-    seed: int = _opt(0, "seed for random starts and random targets")
+    eps_sweep: str = option("", "robust accuracy at each eps, e.g. 0,1/255,2/255,4/255,8/255")
+    num: int = option(8, "images in the picture grid")
+    seed: int = option(0, "seed for random starts and random targets")
 
     def __post_init__(self) -> None:
         if self.units == "normalized" and self.norm != "linf":
@@ -354,18 +306,6 @@ class AttackConfig:
             raise ValueError(
                 f"--eps-sweep expects numbers such as 0,1/255,2/255, got {self.eps_sweep!r}"
             ) from None
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttackBenchConfig:
-    model: str = _opt("simplenet", "registry model (randomly initialised)")
-    batch_size: int = _opt(32, "images per attack call")
-    image_size: int = _opt(64, "input resolution in pixels")
-    num_classes: int = _opt(100, "classes of the model's head (MiniPlaces: 100)")
-    steps: int = _opt(10, "PGD iterations")
-    eps: float = _opt(8 / 255, "L-infinity radius in pixels (default: 8/255; L2 cases: 0.5)")
-    repeats: int = _opt(5, "timed calls per attack and library, alternating (median)")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")
 
 
 SECTIONS: dict[str, type] = {
@@ -506,17 +446,3 @@ def _coerce(f: Field, hint: Any, value: Any) -> Any:
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
     return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataBenchConfig:
-    data: str = _opt("miniplaces", "data source", choices=DATA_SOURCES)
-    data_root: str | None = _opt(None, "dataset root (miniplaces: holds categories.txt; folder)")
-    image_size: int = _opt(64, "training resolution in pixels")
-    batch_size: int = _opt(64, "images per batch")
-    model: str = _opt("simplenet", "the model trained end to end")
-    workers: tuple[int, ...] = _opt((0, 1, 2), "DataLoader worker counts to measure")
-    batches: int = _opt(20, "timed batches per measurement (after one warm-up batch)")
-    augment: str = _opt("course", "training augmentation preset", choices=AUGMENTS)
-    cache_images: bool = _opt(False, "decode the measured images into memory first")
-    device: str = _opt("auto", "device: auto, cpu, cuda, cuda:N or mps")

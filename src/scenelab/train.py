@@ -1,4 +1,4 @@
-"""`train_one_epoch`, `evaluate` and `fit`: the one training loop.
+"""`train_one_epoch` and `fit`: the one training loop (evaluation is in evaluation.py).
 
 Every epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch), so a
 resumed run sees the same data order and augmentation as an uninterrupted one.
@@ -20,18 +20,17 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from .adversarial import AdversarialObjective, Objective
-from .attack import AttackResult, evaluate_attack, pgd
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .data.sampling import ResumableSampler
-from .metrics import RunningSums, confusion_matrix, correct_topk
+from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
+from .metrics import RunningSums
 from .optim import resize_schedule
 from .runtime import (
     Precision,
     Timer,
     derive_seed,
     peak_memory_mb,
-    release_cached_memory,
     reset_peak_memory,
     rng_state,
     set_rng_state,
@@ -51,14 +50,6 @@ class NonFiniteLoss(TrainingError):
 
 class Interrupted(TrainingError):
     """Training stopped on request (SIGINT, SIGTERM) after saving a checkpoint to resume from."""
-
-
-def _batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
-    acc1, acc5 = correct_topk(logits.detach(), y, (1, 5))
-    return {"loss": loss.detach() * len(y), "acc1": acc1, "acc5": acc5}
-
-
-_PERCENT = {"acc1": 100.0, "acc5": 100.0}
 
 
 def train_one_epoch(
@@ -116,7 +107,7 @@ def train_one_epoch(
             raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
         group = min(accum_steps, batches - i // accum_steps * accum_steps)  # batches of this step
         precision.scaler.scale(loss / group).backward()
-        sums.add(len(y), **_batch_stats(logits, y, loss))
+        sums.add(len(y), **batch_stats(logits, y, loss))
         progress.step(lambda: {"loss": sums.means()["loss"]})
         if (i + 1) % accum_steps and i + 1 < batches:
             continue  # accumulate the next batch's gradient first
@@ -134,44 +125,7 @@ def train_one_epoch(
         if after_step is not None:
             after_step(step, i + 1, sums)
     progress.close()
-    return sums.means(_PERCENT), step
-
-
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    *,
-    device: torch.device,
-    tta: bool = False,
-    num_classes: int | None = None,
-    precision: Precision | None = None,
-    memory_format: torch.memory_format = torch.preserve_format,
-) -> dict[str, Any]:
-    """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
-
-    tta: average the softmax of the image and its horizontal mirror. A batch that runs out of
-    device memory is retried in halves (down to single images), as the evaluation batch may be
-    larger than what training needed.
-    """
-    was_training = model.training
-    model.eval()
-    sums, confusion = RunningSums(), None
-    precision = precision or Precision(device)
-    for x, y in loader:
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
-        sums.add(len(y), **_batch_stats(logits, y, F.cross_entropy(logits, y)))
-        if num_classes:
-            batch = confusion_matrix(logits.argmax(1), y, num_classes)
-            confusion = batch if confusion is None else confusion + batch
-    model.train(was_training)
-    metrics: dict[str, Any] = sums.means(_PERCENT)
-    if num_classes:
-        metrics["confusion"] = confusion.cpu()
-    return metrics
+    return sums.means(PERCENT), step
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -179,26 +133,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     wrapper."""
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return getattr(model, "module", model)  # DistributedDataParallel
-
-
-def _predict(model: nn.Module, x: Tensor, tta: bool) -> Tensor:
-    logits = model(x)
-    if tta:
-        probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
-        logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
-    return logits
-
-
-def _halving_on_oom(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """forward(x), or on an out-of-memory error the forward of each half, concatenated."""
-    try:
-        return forward(x)
-    except torch.OutOfMemoryError:
-        if len(x) == 1:
-            raise
-    release_cached_memory(x.device)  # outside the handler, so the failed frames are freed
-    half = (len(x) + 1) // 2
-    return torch.cat([_halving_on_oom(forward, x[:half]), _halving_on_oom(forward, x[half:])])
 
 
 @dataclass
@@ -405,22 +339,6 @@ def fit(
             resize_schedule(scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=epochs)
             save()  # last.pt resumes with the new length
     return state
-
-
-def robust_accuracy(
-    model: nn.Module, loader: DataLoader, cfg: RunConfig, *, device: torch.device
-) -> AttackResult:
-    """Untargeted PGD (`adv_eval_steps` steps of 2.5 eps / steps, random start) at `adv_eps` on
-    `loader`. The random start is seeded from the run's seed, so every epoch is measured on the
-    same footing, and the global random state is left as it was."""
-    eps, steps = cfg.adv.adv_eps, cfg.adv.adv_eval_steps
-
-    def perturb(m: nn.Module, x: Tensor, y: Tensor, _: Tensor | None) -> Tensor:
-        return pgd(m, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.train.seed)
-        return evaluate_attack(model, loader, perturb, device=device)
 
 
 _TAGS = {

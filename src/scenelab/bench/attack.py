@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from ..attack import fgsm, least_likely_target, pgd
-from ..config import AttackBenchConfig
 from . import format_table, model_and_images, paired_ms, ratio
+from .config import AttackBenchConfig
 
 L2_EPS = 0.5
 NOTE = (

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from .. import runtime
-from ..config import ConvBenchConfig, ModelConfig, OptimConfig
+from ..config import ModelConfig, OptimConfig
 from ..models import CONV_LAYERS, build_model
 from ..optim import build_optimizer
 from . import format_table, fresh_peak_memory, random_batch, ratio, timed_steps
+from .config import ConvBenchConfig
 
 
 @dataclass(frozen=True)

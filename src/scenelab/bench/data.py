@@ -9,13 +9,14 @@ ratio that matters: end-to-end images/s as a share of what the model could take.
 import torch
 from torch.utils.data import Subset
 
-from ..config import DataBenchConfig, DataConfig, ModelConfig, OptimConfig
+from ..config import DataConfig, ModelConfig, OptimConfig
 from ..data import build_dataset, build_loader
 from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Timer
 from ..train import train_one_epoch
 from . import format_table
+from .config import DataBenchConfig
 
 
 def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:

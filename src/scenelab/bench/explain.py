@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ExplainBenchConfig, ExplainConfig
+from ..config import ExplainConfig
 from ..explain import compute_maps, default_cam_layer, is_vit
 from ..explain_score import applicable_methods
 from . import format_table, model_and_images, paired_ms, ratio
+from .config import ExplainBenchConfig
 
 
 @dataclass(frozen=True)

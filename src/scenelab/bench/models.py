@@ -11,10 +11,11 @@ from functools import partial
 
 import torch
 
-from ..config import ModelConfig, ModelsBenchConfig, OptimConfig
+from ..config import ModelConfig, OptimConfig
 from ..models import MODELS, build_model, count_flops, count_parameters, optim_defaults
 from ..optim import build_optimizer
 from . import format_table, fresh_peak_memory, random_batch, timed_steps
+from .config import ModelsBenchConfig
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..config import ModelConfig, OptimConfig, TrainBenchConfig
+from ..config import ModelConfig, OptimConfig
 from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Precision, Timer
 from ..train import train_one_epoch
 from . import format_table, random_batch
+from .config import TrainBenchConfig
 
 SWITCHES = ("plain", "channels_last", "bf16", "accum2", "ema", "compile")
 

@@ -15,7 +15,7 @@ from ..bench import conv, models
 from ..bench import data as data_bench
 from ..bench import explain as explain_bench
 from ..bench import train as train_bench
-from ..config import (
+from ..bench.config import (
     AttackBenchConfig,
     ConvBenchConfig,
     DataBenchConfig,

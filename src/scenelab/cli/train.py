@@ -23,6 +23,7 @@ from ..checkpoint import load_checkpoint, load_model_state, trained_model
 from ..config import SECTIONS, DataConfig, RunConfig, parse_duration
 from ..data import build_dataset, build_datasets, build_loader, check_classes
 from ..data.decode import read_bad_images
+from ..evaluation import evaluate
 from ..models import (
     build_model,
     count_parameters,
@@ -34,7 +35,7 @@ from ..models import (
 from ..optim import build_optimizer, build_scheduler
 from ..report import write_evaluation
 from ..tracking import Console, RunDir, Tracker
-from ..train import FitState, Interrupted, evaluate, fit
+from ..train import FitState, Interrupted, fit
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 from .results import refresh_report
 

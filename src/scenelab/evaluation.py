@@ -1,0 +1,97 @@
+"""`evaluate` (loss, top-1/top-5, confusion matrix, flip TTA, out-of-memory retries) and
+`robust_accuracy` (seeded PGD on a fixed set of images), used by the training loop and the CLI.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .attack import AttackResult, evaluate_attack, pgd
+from .config import RunConfig
+from .metrics import RunningSums, confusion_matrix, correct_topk
+from .runtime import Precision, release_cached_memory
+
+
+def batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    acc1, acc5 = correct_topk(logits.detach(), y, (1, 5))
+    return {"loss": loss.detach() * len(y), "acc1": acc1, "acc5": acc5}
+
+
+PERCENT = {"acc1": 100.0, "acc5": 100.0}
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    tta: bool = False,
+    num_classes: int | None = None,
+    precision: Precision | None = None,
+    memory_format: torch.memory_format = torch.preserve_format,
+) -> dict[str, Any]:
+    """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
+
+    tta: average the softmax of the image and its horizontal mirror. A batch that runs out of
+    device memory is retried in halves (down to single images), as the evaluation batch may be
+    larger than what training needed.
+    """
+    was_training = model.training
+    model.eval()
+    sums, confusion = RunningSums(), None
+    precision = precision or Precision(device)
+    for x, y in loader:
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
+        sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
+        if num_classes:
+            batch = confusion_matrix(logits.argmax(1), y, num_classes)
+            confusion = batch if confusion is None else confusion + batch
+    model.train(was_training)
+    metrics: dict[str, Any] = sums.means(PERCENT)
+    if num_classes:
+        metrics["confusion"] = confusion.cpu()
+    return metrics
+
+
+def _predict(model: nn.Module, x: Tensor, tta: bool) -> Tensor:
+    logits = model(x)
+    if tta:
+        probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
+        logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
+    return logits
+
+
+def _halving_on_oom(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """forward(x), or on an out-of-memory error the forward of each half, concatenated."""
+    try:
+        return forward(x)
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise
+    release_cached_memory(x.device)  # outside the handler, so the failed frames are freed
+    half = (len(x) + 1) // 2
+    return torch.cat([_halving_on_oom(forward, x[:half]), _halving_on_oom(forward, x[half:])])
+
+
+def robust_accuracy(
+    model: nn.Module, loader: DataLoader, cfg: RunConfig, *, device: torch.device
+) -> AttackResult:
+    """Untargeted PGD (`adv_eval_steps` steps of 2.5 eps / steps, random start) at `adv_eps` on
+    `loader`. The random start is seeded from the run's seed, so every epoch is measured on the
+    same footing, and the global random state is left as it was."""
+    eps, steps = cfg.adv.adv_eps, cfg.adv.adv_eval_steps
+
+    def perturb(m: nn.Module, x: Tensor, y: Tensor, _: Tensor | None) -> Tensor:
+        return pgd(m, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.train.seed)
+        return evaluate_attack(model, loader, perturb, device=device)
