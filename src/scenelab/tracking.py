@@ -123,6 +123,12 @@ class Progress:
     def step(self, metrics: Callable[[], dict[str, float]] | None = None) -> None: ...
     def close(self) -> None: ...
 
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class _BarProgress(Progress):
     def __init__(self, total: int, desc: str, stream: TextIO, every: int) -> None:

@@ -92,39 +92,38 @@ def train_one_epoch(
     precision = precision or Precision(device)
     batches = len(loader)
     steps_per_epoch = steps_per_epoch or math.ceil(batches / accum_steps)
-    progress = (console or Console()).progress(batches, desc)
     optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(loader):
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with precision.autocast():
-            if objective is None:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-            else:
-                loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
-        group = min(accum_steps, batches - i // accum_steps * accum_steps)  # batches of this step
-        precision.scaler.scale(loss / group).backward()
-        sums.add(len(y), **batch_stats(logits, y, loss))
-        progress.step(lambda: {"loss": sums.means()["loss"]})
-        if (i + 1) % accum_steps and i + 1 < batches:
-            continue  # accumulate the next batch's gradient first
-        if clip_grad > 0:
-            precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if scheduler is not None:
-            scheduler.step()
-        step += 1
-        if step % 10 == 0:
-            tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-        if after_step is not None:
-            after_step(step, i + 1, sums)
-    progress.close()
+    with (console or Console()).progress(batches, desc) as progress:  # closed if a step raises
+        for i, (x, y) in enumerate(loader):
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with precision.autocast():
+                if objective is None:
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                else:
+                    loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
+            group = min(accum_steps, batches - i // accum_steps * accum_steps)  # in this step
+            precision.scaler.scale(loss / group).backward()
+            sums.add(len(y), **batch_stats(logits, y, loss))
+            progress.step(lambda: {"loss": sums.means()["loss"]})
+            if (i + 1) % accum_steps and i + 1 < batches:
+                continue  # accumulate the next batch's gradient first
+            if clip_grad > 0:
+                precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            if step % 10 == 0:
+                tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            if after_step is not None:
+                after_step(step, i + 1, sums)
     return sums.means(PERCENT), step
 
 
