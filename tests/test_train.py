@@ -135,7 +135,7 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_pat
 
 def test_epochs_for_a_time_budget():
     from scenelab.budget import epochs_for_budget
-    from scenelab.config import parse_duration
+    from scenelab.fields import parse_duration
 
     assert [parse_duration(t) for t in ("90s", "30m", "1.5h", "45")] == [90, 1800, 5400, 45]
     with pytest.raises(ValueError, match="expected a duration"):

@@ -15,6 +15,11 @@ accuracy); plain training uses none. All attacks are L-infinity PGD in pixel uni
   code starts 0.001-Gaussian-close to x).
 
 The radius rises linearly from 0 over `adv_warmup_epochs` (the step scales with it).
+
+In DDP, each training step runs exactly one forward pass through the DDP wrapper (the one that
+DDP's gradient hooks are prepared for); the attack's passes and any second loss term use the
+wrapped module itself. Gradients of all of them reach the parameters in the one backward pass,
+and DDP averages them over the processes.
 """
 
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from torch import Tensor, nn
 
 from .attack import eval_mode, least_likely_target, pgd
 from .config import ADV_DEFAULTS, AdvConfig
+from .runtime import unwrap
 
 Objective = Callable[[nn.Module, Tensor, Tensor, float], tuple[Tensor, Tensor]]
 
@@ -46,7 +52,7 @@ class AdversarialObjective:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, epochs: float) -> Tensor:
         """PGD examples at the current radius, towards the least-likely class if asked."""
-        cfg, eps = self.cfg, self.eps_at(epochs)
+        cfg, eps, model = self.cfg, self.eps_at(epochs), unwrap(model)
         if eps == 0:
             return x
         target = None
@@ -78,7 +84,7 @@ class AdversarialObjective:
         mixed_logits = model(mixed)
         if weight == 0:
             return self._ce(mixed_logits, y), mixed_logits
-        logits = model(x)
+        logits = unwrap(model)(x)
         loss = weight * self._ce(logits, y) + (1 - weight) * self._ce(mixed_logits, y)
         return loss, logits
 
@@ -87,6 +93,7 @@ class AdversarialObjective:
         logits = model(x)
         if eps == 0:
             return self._ce(logits, y), logits
+        model = unwrap(model)
         if cfg.adv_bn_mode == "eval":  # as the reference code: the attack sees eval mode
             with eval_mode(model), torch.no_grad():
                 p_clean = model(x).softmax(1)

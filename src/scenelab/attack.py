@@ -310,6 +310,8 @@ def evaluate_attack(
             kept.append({k: v.detach().cpu() for k, v in batch.items()})
         progress.step(lambda: {"adv_acc1": 100 * sums.means()["adv_acc1"]})
     progress.close()
+    keys = ["clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "linf", "l2"]
+    sums.all_reduce(keys + ["success"] * ("success" in sums.sums), device)  # DDP: all shares
     means = sums.means({k: 100.0 for k in ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5",
                                             "success")})  # fmt: skip
     examples = {k: torch.cat([b[k] for b in kept])[:keep] for k in kept[0]} if kept else {}

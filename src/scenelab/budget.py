@@ -1,6 +1,8 @@
 """`--time-budget`: how many epochs fit, from a few timed steps on a copy of the model."""
 
 import copy
+import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -37,21 +39,24 @@ def estimate_epoch_seconds(
     device: torch.device,
     steps: int = 6,
     robust_images: int = 0,
+    world: int = 1,
 ) -> float:
     """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
     the model after one warm-up pass. Each part is timed over `steps` and `2 * steps` batches:
     the difference is the cost per batch, the rest a fixed cost per pass (starting workers),
-    and the epoch is that fixed cost plus its batches."""
+    and the epoch is that fixed cost plus its batches. With `world` > 1 (DDP), one process's
+    share: batches of batch_size / world images, 1 / world of each split."""
     probe = copy.deepcopy(model)
     optimizer = build_optimizer(probe, cfg.optim)
     objective = None
     if cfg.adv.adv_train != "none":
         objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
-    batch = cfg.data.batch_size
+    batch = cfg.data.batch_size // world
+    data = replace(cfg.data, batch_size=batch)
 
     def loader(dataset, train: bool, n: int) -> DataLoader:
         part = Subset(dataset, range(min(len(dataset), n * batch)))
-        return build_loader(part, cfg.data, train=train, device=device)
+        return build_loader(part, data, train=train, device=device)
 
     def extrapolate(dataset, train: bool, run, images: int) -> float:
         short, long = loader(dataset, train, steps), loader(dataset, train, 2 * steps)
@@ -63,10 +68,10 @@ def estimate_epoch_seconds(
             seconds.append(timer.seconds)
         extra = len(long.dataset) - len(short.dataset)
         if extra == 0:  # the whole split fits in the short pass
-            return seconds[0] * images / len(short.dataset)
+            return seconds[0] * math.ceil(images / world) / len(short.dataset)
         per_image = max(seconds[1] - seconds[0], 0.0) / extra
         fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
-        return fixed + per_image * images
+        return fixed + per_image * math.ceil(images / world)
 
     seconds = extrapolate(train_set, True, lambda part: train_one_epoch(
         probe, part, optimizer, device=device, objective=objective), len(train_set))  # fmt: skip

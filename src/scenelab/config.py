@@ -5,8 +5,10 @@ help text. A run's resolved configuration is `RunConfig`, saved as `config.yaml`
 checkpoint as a plain nested dict (`to_dict`), and read back with `RunConfig.from_dict`.
 """
 
-from dataclasses import Field, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, get_type_hints
+
+from .fields import coerce, option, parse_duration, parse_number
 
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")
 OPTIMIZERS = ("sgd", "adamw")
@@ -14,16 +16,13 @@ AUGMENTS = ("course", "light", "none")
 BAD_IMAGE = ("error", "skip")
 
 
-def option(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     data: str = option("synthetic", "data source", choices=DATA_SOURCES)
     data_root: str | None = option(None, "dataset root (miniplaces: holds categories.txt; folder)")
     image_size: int = option(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
-    batch_size: int = option(64, "images per optimisation step")
+    batch_size: int = option(64, "images per optimisation step (under torchrun: of all processes "
+                           "together, each loading its share)")  # fmt: skip
     workers: int = option(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = option(0, "use only the first N validation images (0: all)")
     cache_images: bool = option(False, "decode every image once into memory (resized as the "
@@ -122,6 +121,8 @@ class TrainConfig:
     compile: bool = option(
         False, "torch.compile the model (checkpoints stay uncompiled state dicts)"
     )
+    sync_bn: bool = option(False, "under torchrun on CUDA: BatchNorm statistics of the whole "
+                         "global batch (SyncBatchNorm), not of each process's share")  # fmt: skip
     checkpoint_every: int = option(
         0,
         "also save last.pt every N optimizer steps, so a killed run "
@@ -366,83 +367,9 @@ class RunConfig:
             current = getattr(self, name)
             hints = get_type_hints(cls)
             mine = {
-                f.name: _coerce(f, hints[f.name], flat[f.name])
+                f.name: coerce(f, hints[f.name], flat[f.name])
                 for f in fields(cls)
                 if f.name in flat
             }
             sections[name] = replace(current, **mine)
         return RunConfig(**sections)
-
-
-def field_kind(hint: Any) -> type:
-    """bool, int, float, str or tuple (of ints) for a field annotated `T` or `T | None`."""
-    if hint in (tuple[int, ...], tuple[int, ...] | None):
-        return tuple
-    return next(t for t in (bool, int, float, str) if hint in (t, t | None))
-
-
-def parse_ints(value: Any) -> tuple[int, ...]:
-    """(1, 3) from "1,3", "1 3", [1, 3] or 1; () from "" (e.g. no windowed blocks)."""
-    if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    elif not isinstance(value, list | tuple):
-        value = [value]
-    if any(isinstance(v, bool) or float(v) != int(float(v)) for v in value):
-        raise ValueError
-    return tuple(int(float(v)) for v in value)
-
-
-def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` (from YAML) checked and converted against the fields of the dataclass `cls`."""
-    hints, known = get_type_hints(cls), {f.name: f for f in fields(cls)}
-    return {k: _coerce(known[k], hints[k], v) for k, v in values.items()}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from "90s", "30m", "1.5h" or a plain number of seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        seconds = float(value) * units[unit]
-    except ValueError:
-        raise ValueError(f"expected a duration such as 30m, 90s or 1.5h, got {text!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"a time budget must be positive, got {text!r}")
-    return seconds
-
-
-def parse_number(value: Any) -> float:
-    """A float from 0.03, "0.03" or a fraction such as "8/255"."""
-    if isinstance(value, str) and "/" in value:
-        num, den = (float(v) for v in value.split("/", 1))
-        if den == 0:
-            raise ValueError(f"zero denominator in {value!r}")
-        return num / den
-    return float(value)
-
-
-def _coerce(f: Field, hint: Any, value: Any) -> Any:
-    """Check a value from YAML or a checkpoint against the field's type (YAML reads 1e-3 as str)."""
-    kind = field_kind(hint)
-    if value is None and hint is not kind:
-        return value
-    if kind is tuple:
-        try:
-            return parse_ints(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"config key {f.name!r}: expected integers such as 1,3, got {value!r}"
-            ) from None
-    try:
-        if kind is bool and not isinstance(value, bool):
-            raise ValueError
-        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
-            raise ValueError
-        value = parse_number(value) if kind is float else kind(value) if kind is int else value
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"config key {f.name!r}: expected {kind.__name__}, got {value!r}"
-        ) from None
-    if "choices" in f.metadata and value not in f.metadata["choices"]:
-        raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
-    return value

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from .attack import AttackResult, evaluate_attack, pgd
 from .config import RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
-from .runtime import Precision, release_cached_memory
+from .runtime import Precision, all_reduce_, release_cached_memory
 
 
 def batch_stats(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
@@ -39,11 +39,14 @@ def evaluate(
 
     tta: average the softmax of the image and its horizontal mirror. A batch that runs out of
     device memory is retried in halves (down to single images), as the evaluation batch may be
-    larger than what training needed.
+    larger than what training needed. In DDP, each process evaluates its share of the split
+    (give `model` without its DDP wrapper) and the results are summed over all processes.
     """
     was_training = model.training
     model.eval()
     sums, confusion = RunningSums(), None
+    if num_classes:
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     precision = precision or Precision(device)
     for x, y in loader:
         x = x.to(device, non_blocking=True, memory_format=memory_format)
@@ -52,12 +55,11 @@ def evaluate(
             logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
         sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
         if num_classes:
-            batch = confusion_matrix(logits.argmax(1), y, num_classes)
-            confusion = batch if confusion is None else confusion + batch
+            confusion += confusion_matrix(logits.argmax(1), y, num_classes)
     model.train(was_training)
-    metrics: dict[str, Any] = sums.means(PERCENT)
+    metrics: dict[str, Any] = sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT)
     if num_classes:
-        metrics["confusion"] = confusion.cpu()
+        metrics["confusion"] = all_reduce_(confusion).cpu()
     return metrics
 
 

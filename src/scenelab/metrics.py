@@ -1,10 +1,13 @@
 """Top-k accuracy, confusion matrices, on-device running sums (no host sync per step), and
 saliency-map scores against object masks (pointing game, mask energy, rank correlation)."""
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .runtime import all_reduce_
 
 
 def correct_topk(logits: Tensor, target: Tensor, topk: tuple[int, ...] = (1, 5)) -> list[Tensor]:
@@ -80,6 +83,18 @@ class RunningSums:
         sums.count = state["count"]
         sums.sums = {k: v.to(device) for k, v in state["sums"].items()}
         return sums
+
+    def all_reduce(self, keys: Iterable[str], device: torch.device) -> "RunningSums":
+        """Sum the counts and sums of all processes (DDP) in place; `keys` names every sum, so
+        that a process which saw no batch takes part too. Alone, nothing changes."""
+        keys = list(keys)
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        values = [torch.tensor(float(self.count), dtype=torch.float64, device=device)]
+        values += [self.sums.get(k, zero).to(device) for k in keys]
+        packed = all_reduce_(torch.stack(values))
+        self.count = int(packed[0].item())
+        self.sums = dict(zip(keys, packed[1:], strict=True))
+        return self
 
     def means(self, scale: dict[str, float] | None = None) -> dict[str, float]:
         scale = scale or {}

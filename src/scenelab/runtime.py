@@ -1,18 +1,29 @@
-"""Device choice, seeding, timing and peak memory: the one module that may mention `torch.cuda`.
+"""Device choice, DDP setup, seeding, timing and peak memory: the one module that may mention
+`torch.cuda` or set up `torch.distributed`.
 
-The CLI calls `pick_device` once and passes the device down; everything else follows the tensors.
+The CLI calls `pick_device` (or `init_distributed` under torchrun) once and passes the device
+down; everything else follows the tensors. The collectives below (`all_reduce_`,
+`broadcast_object`, `gather_objects`, `barrier`) do nothing in a single process, so library
+code calls them unconditionally, as torchvision's references do.
 """
 
+import os
 import random
 import re
 import resource
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -29,6 +40,118 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use cpu or auto")
     return device
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job: rank `rank` of `world` (alone: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that prints, logs and writes files."""
+        return self.rank == 0
+
+
+def init_distributed(name: str = "auto") -> tuple[Distributed, torch.device]:
+    """The device, and under torchrun (WORLD_SIZE > 1 in the environment) this process's
+    place after joining the process group: NCCL on CUDA, each process on the GPU of its
+    LOCAL_RANK; gloo on the CPU. Alone, the same as `pick_device(name)`."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(name)
+    if world == 1:
+        return Distributed(), device
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(
+                f"process {rank} needs GPU {local}, but {torch.cuda.device_count()} are "
+                "visible: start at most that many processes per node (--nproc-per-node)"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"torchrun runs on CUDA (NCCL) or the CPU (gloo), not {device.type}")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+    return Distributed(rank, world, local), device
+
+
+def close_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Sum (or `max`) `tensor` over all processes, in place; returns it."""
+    if _distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True on every process when `flag` is true on any of them."""
+    return bool(all_reduce_(torch.tensor([float(flag)], device=device), "max").item())
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every process (a picklable object)."""
+    if not _distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every process's `obj`, in rank order (`[obj]` alone)."""
+    if not _distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+@contextmanager
+def main_first(main: bool) -> Iterator[None]:
+    """Rank 0 runs the block first (a download, say); the others wait, then run it too."""
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose state dict a checkpoint holds: without DDP's wrapper (and
+    `torch.compile`'s, when the model was compiled with `torch.compile(model)`)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def setup(device: torch.device) -> None:

@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,11 +30,17 @@ from .optim import resize_schedule
 from .runtime import (
     Precision,
     Timer,
+    all_reduce_,
+    any_process,
     derive_seed,
+    gather_objects,
     peak_memory_mb,
+    rank,
     reset_peak_memory,
     rng_state,
     set_rng_state,
+    unwrap,
+    world_size,
 )
 from .tracking import Console, NullTracker, RunDir, Tracker
 
@@ -75,6 +82,10 @@ def train_one_epoch(
 ) -> tuple[dict[str, float], int]:
     """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count.
 
+    In DDP, `model` is the DDP-wrapped model and `loader` this process's share; the metrics
+    are those of all processes together, and the accumulated batches skip the gradient
+    all-reduce until the step's last one (`no_sync`).
+
     `objective(model, x, y, epochs)` replaces the cross-entropy of the batch (adversarial
     training); `epochs` is the training done by the end of this step, in epochs (counted with
     optimizer steps per epoch). To continue an epoch part-way, pass the loader of its remaining
@@ -84,7 +95,8 @@ def train_one_epoch(
     are averaged into each optimizer step (the epoch's last step takes what is left).
     `precision` sets mixed precision (autocast and, for fp16, a gradient scaler);
     `memory_format` the inputs' layout (`torch.channels_last` for a model converted to it).
-    Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite, before updating.
+    Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite (on any process),
+    before updating.
     """
     model.train()
     tracker = tracker or NullTracker()
@@ -97,19 +109,23 @@ def train_one_epoch(
         for i, (x, y) in enumerate(loader):
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
-            with precision.autocast():
-                if objective is None:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                else:
-                    loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(loss.item(), step + 1, optimizer.param_groups[0]["lr"])
-            group = min(accum_steps, batches - i // accum_steps * accum_steps)  # in this step
-            precision.scaler.scale(loss / group).backward()
+            last = (i + 1) % accum_steps == 0 or i + 1 == batches  # of this optimizer step
+            with nullcontext() if last else _no_sync(model):
+                with precision.autocast():
+                    if objective is None:
+                        logits = model(x)
+                        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                    else:
+                        loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
+                total = all_reduce_(loss.detach().float().clone())  # NaN if any process's is
+                if not torch.isfinite(total):
+                    lr = optimizer.param_groups[0]["lr"]
+                    raise NonFiniteLoss(total.item() / world_size(), step + 1, lr)
+                group = min(accum_steps, batches - i // accum_steps * accum_steps)  # this step's
+                precision.scaler.scale(loss / group).backward()
             sums.add(len(y), **batch_stats(logits, y, loss))
             progress.step(lambda: {"loss": sums.means()["loss"]})
-            if (i + 1) % accum_steps and i + 1 < batches:
+            if not last:
                 continue  # accumulate the next batch's gradient first
             if clip_grad > 0:
                 precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
@@ -124,14 +140,13 @@ def train_one_epoch(
                 tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             if after_step is not None:
                 after_step(step, i + 1, sums)
-    return sums.means(PERCENT), step
+    return sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT), step
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module whose state dict a checkpoint holds: without torch.compile's or DDP's
-    wrapper."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DistributedDataParallel
+def _no_sync(model: nn.Module):
+    """DDP's `no_sync()` (no gradient all-reduce in this backward pass), else nothing."""
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    return model.no_sync() if ddp else nullcontext()
 
 
 @dataclass
@@ -143,10 +158,11 @@ class FitState:
     best_acc1: float = -1.0
     totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
     # Part-way through epoch `epoch + 1` (a step checkpoint): its batches done, their running
-    # sums and the random state after the last of them. Zero / None at an epoch's end.
+    # sums (of all processes) and each process's random state after the last of them (a list
+    # by rank; one dict in checkpoints of earlier versions). Zero / None at an epoch's end.
     position: int = 0
     partial: dict[str, Any] | None = None
-    rng: dict[str, Tensor] | None = None
+    rng: list[dict[str, Tensor]] | dict[str, Tensor] | None = None
     scaler: dict[str, Any] | None = None  # fp16's gradient scaler
     ema: dict[str, Any] | None = None  # the weight average (--ema-decay)
     confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
@@ -163,9 +179,10 @@ class FitState:
                 "rng": self.rng, "scaler": self.scaler, "ema": self.ema}  # fmt: skip
 
 
-def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None) -> None:
-    """Reseed every source of randomness from (seed, epoch)."""
-    s = derive_seed(seed, epoch)
+def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: int = 0) -> None:
+    """Reseed every source of randomness from (seed, epoch), and the DDP rank after rank 0
+    (so that processes draw different dropout masks and attack starts)."""
+    s = derive_seed(seed, epoch, *([rank] if rank else []))
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
@@ -204,8 +221,14 @@ def fit(
     the first epoch of a run when that epoch is still warm-up, with the epoch's wall-clock
     seconds; it returns the run's new number of epochs, and the schedule is resized to it
     (`--time-budget` corrects its estimate this way). Returns the final state.
+
+    In DDP, `model` is the DDP-wrapped model and `train_loader` and the evaluation loaders
+    this process's shares (`build_loader(rank=, world=)`); every process calls `fit`, metrics
+    are those of all processes, only rank 0 writes checkpoints (give the other processes a
+    `NullTracker` and a silent `Console`), and `resize` must return the same on every process.
     """
     state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
+    local, me, world = unwrap(model), rank(), world_size()  # evaluation runs on `local`
     objective = None
     if cfg.adv.adv_train != "none":
         objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
@@ -222,7 +245,7 @@ def fit(
     steps_per_epoch = math.ceil(batches / accum)
     ema = None
     if cfg.train.ema_decay:
-        ema = AveragedModel(unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
+        ema = AveragedModel(local, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
                             use_buffers=True)  # fmt: skip
         if state.ema:
             ema.load_state_dict(state.ema)
@@ -233,6 +256,8 @@ def fit(
     fast = {"precision": precision, "memory_format": memory_format}
 
     def save(improved: bool = False) -> None:
+        if me != 0:
+            return
         state.scaler = precision.scaler.state_dict() or None
         state.ema = ema.state_dict() if ema is not None else None
         checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
@@ -245,13 +270,15 @@ def fit(
 
     def after_step(step: int, done: int, sums: RunningSums, *, first: int) -> None:
         if ema is not None:
-            ema.update_parameters(unwrap(model))
-        stopping = stop is not None and stop()
+            ema.update_parameters(local)
+        stopping = any_process(stop is not None and stop(), device)  # all stop at one step
         every = cfg.train.checkpoint_every
         if not (stopping or (every and step % every == 0)):
             return
         state.step, state.position = step, first + done
-        state.partial, state.rng = sums.state_dict(), rng_state(device)
+        everyone = RunningSums.from_state(sums.state_dict(), device)
+        state.partial = everyone.all_reduce(("loss", "acc1", "acc5"), device).state_dict()
+        state.rng = gather_objects(rng_state(device))
         save()
         if stopping:
             raise Interrupted(
@@ -261,13 +288,16 @@ def fit(
 
     while state.epoch < end:
         epoch, started = state.epoch + 1, time.perf_counter()
-        seed_epoch(cfg.train.seed, epoch, generator)
+        seed_epoch(cfg.train.seed, epoch, generator, me)
         if sampler is not None:
             sampler.set_position(epoch, state.position * batch)
         if state.rng is not None:  # continuing part-way: the random state of that moment
-            set_rng_state(state.rng, device)
-        images = len(sampler) if sampler is not None else len(train_loader.dataset)
-        sums = RunningSums.from_state(state.partial, device) if state.partial else None
+            rngs = state.rng if isinstance(state.rng, list) else [state.rng]
+            set_rng_state(rngs[me % len(rngs)], device)
+        images = world * (len(sampler) if sampler is not None else len(train_loader.dataset))
+        sums = None  # the sums of the batches done, of all processes, continue on rank 0
+        if state.partial and me == 0:
+            sums = RunningSums.from_state(state.partial, device)
         reset_peak_memory(device)
         try:
             with Timer(device) as timer:
@@ -296,7 +326,7 @@ def fit(
                 f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
             ) from None
         state.position, state.partial, state.rng = 0, None, None
-        val = evaluate(model, val_loader, device=device, tta=cfg.train.tta,
+        val = evaluate(local, val_loader, device=device, tta=cfg.train.tta,
                        num_classes=len(classes), **fast)  # fmt: skip
         state.confusion = val.pop("confusion")
         if ema is not None:
@@ -312,9 +342,11 @@ def fit(
             optimizer.param_groups[0]["lr"],
         )
         if robust_loader is not None:
-            robust = robust_accuracy(model, robust_loader, cfg, device=device)
+            robust = robust_accuracy(local, robust_loader, cfg, device=device)
             row["val_robust_acc1"] = robust.adv_acc1
             row["val_robust_drop"] = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
+        peak = torch.tensor([row["peak_memory_mb"]], device=device)
+        row["peak_memory_mb"] = all_reduce_(peak, "max").item()  # of the largest process
         _accumulate(state, row)
         tracker.log_epoch(row)
         for tag, key in _TAGS.items():

@@ -2,7 +2,8 @@
 
 from dataclasses import dataclass
 
-from ..config import AUGMENTS, DATA_SOURCES, option
+from ..config import AUGMENTS, DATA_SOURCES
+from ..fields import option
 
 
 @dataclass(frozen=True, kw_only=True)

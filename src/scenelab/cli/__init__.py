@@ -6,6 +6,7 @@ group of subcommands; each adds its parsers with `add_parsers`.
 """
 
 import argparse
+import os
 import sys
 
 from ..checkpoint import CheckpointError
@@ -25,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":
+        print(f"error: only `scenelab train` runs under torchrun; run `scenelab {args.command}` "
+              "as one process", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         return args.func(args)
     except (DatasetError, CheckpointError, TrainingError, ReportError, ValueError) as e:

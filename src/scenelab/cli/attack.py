@@ -26,8 +26,9 @@ from ..attack import (
 )
 from ..bench import format_table
 from ..checkpoint import load_checkpoint, trained_model
-from ..config import ATTACK_PRESETS, AttackConfig, DataConfig, coerce_fields
+from ..config import ATTACK_PRESETS, AttackConfig, DataConfig
 from ..data import build_dataset, build_loader, check_classes
+from ..fields import coerce_fields
 from ..plots import figure_pixels, image_grid, plot_robustness, pyplot
 from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker

@@ -7,7 +7,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from ..config import field_kind, parse_ints, parse_number
+from ..fields import field_kind, parse_ints, parse_number
 from ..models import CONV_LAYERS
 
 

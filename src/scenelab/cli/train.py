@@ -3,27 +3,30 @@
 import argparse
 import json
 import math
+import os
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import Subset
 
 from .. import runtime
 from ..budget import epochs_for_budget, estimate_epoch_seconds
 from ..checkpoint import load_checkpoint, load_model_state, trained_model
-from ..config import SECTIONS, DataConfig, RunConfig, parse_duration
+from ..config import SECTIONS, DataConfig, RunConfig
 from ..data import build_dataset, build_datasets, build_loader, check_classes
 from ..data.decode import read_bad_images
 from ..evaluation import evaluate
+from ..fields import parse_duration
 from ..models import (
     build_model,
     count_parameters,
@@ -34,7 +37,7 @@ from ..models import (
 )
 from ..optim import build_optimizer, build_scheduler
 from ..report import write_evaluation
-from ..tracking import Console, RunDir, Tracker
+from ..tracking import Console, NullTracker, RunDir, Tracker
 from ..train import FitState, Interrupted, fit
 from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
 from .results import refresh_report
@@ -45,7 +48,8 @@ RESUMABLE = {"device", "workers", "log_every", "stop_after", "checkpoint_every"}
 
 class StopRequest:
     """SIGINT (Ctrl-C) or SIGTERM asks training to stop after the current step and save a
-    checkpoint; a second Ctrl-C aborts at once. Call it to ask whether a stop was requested."""
+    checkpoint; a second Ctrl-C aborts at once (under torchrun, the SIGTERM that torchrun sends
+    after a Ctrl-C does not). Call it to ask whether a stop was requested."""
 
     def __init__(self) -> None:
         self.signum = 0
@@ -65,7 +69,9 @@ class StopRequest:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum:
-            raise KeyboardInterrupt  # asked twice: stop now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # Ctrl-C twice: stop now
+            return  # already stopping
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
               "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)  # fmt: skip
@@ -111,38 +117,58 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunC
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Alone, or as one of torchrun's processes: each joins the process group, only rank 0
+    prints and writes the run folder."""
     started = time.perf_counter()  # a --time-budget counts from here
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
-    device = runtime.pick_device(cfg.train.device)
+    place, device = runtime.init_distributed(cfg.train.device)
+    try:
+        with open(os.devnull, "w") as sink, nullcontext() if place.main else redirect_stdout(sink):
+            return _train(args, cfg, checkpoint, place, device, started)
+    finally:
+        runtime.close_distributed()
+
+
+def _train(
+    args: argparse.Namespace,
+    cfg: RunConfig,
+    checkpoint: dict[str, Any] | None,
+    place: runtime.Distributed,
+    device: torch.device,
+    started: float,
+) -> int:
     runtime.setup(device)
     runtime.Precision(device, cfg.train.amp)  # an --amp this device cannot run fails here
     generator = runtime.seed_everything(cfg.train.seed)
     size = cfg.data.resolved_image_size
     weights = None
     if checkpoint is None and (cfg.model.pretrained or cfg.model.weights):
-        weights = pretrained_state(cfg.model, progress=True)  # a failed download stops us here
+        with runtime.main_first(place.main):  # the other processes read rank 0's download
+            weights = pretrained_state(cfg.model, progress=place.main)  # a failure stops here
     if checkpoint is not None:
         run = RunDir(Path(args.resume).resolve().parent.parent)
     else:
-        run = RunDir.create(cfg.train.out_dir, cfg.train.name)
-    with _removed_on_error(run, created=checkpoint is None):
+        made = RunDir.create(cfg.train.out_dir, cfg.train.name).root if place.main else None
+        run = RunDir(Path(runtime.broadcast_object(made)))
+    with _removed_on_error(run, created=checkpoint is None and place.main):
         caching = ", decoding every image into memory" if cfg.data.cache_images else ""
         print(f"Preparing {cfg.data.data} data ({size} px{caching}) ...", flush=True)
         train_set, val_set, classes = build_datasets(cfg.data, bad_images=run.bad_images)
         model = build_model(cfg.model, len(classes), size)
         if weights is not None:
             print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
-        model = model.to(device)
+        model = _sync_batchnorm(model, cfg, place, device).to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        shard = {"rank": place.rank, "world": place.world}
         train_loader = build_loader(train_set, cfg.data, train=True, device=device,
-                                    seed=cfg.train.seed, generator=generator)  # fmt: skip
-        val_loader = build_loader(val_set, cfg.data, train=False, device=device)
+                                    seed=cfg.train.seed, generator=generator, **shard)  # fmt: skip
+        val_loader = build_loader(val_set, cfg.data, train=False, device=device, **shard)
         robust_loader = None
         if cfg.adv.eval_limit:
             subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
-            robust_loader = build_loader(subset, cfg.data, train=False, device=device)
+            robust_loader = build_loader(subset, cfg.data, train=False, device=device, **shard)
         if checkpoint is None and cfg.train.time_budget:
             cfg = _fit_budget(cfg, model, train_set, val_set, device, robust_loader, started)
     optimizer = build_optimizer(model, cfg.optim)
@@ -156,26 +182,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         state = FitState.from_checkpoint(checkpoint)
-    run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if place.main:
+        run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     params = count_parameters(model)
     print(
         f"Run folder {run.root}\n{cfg.model.model} ({params:,} parameters, conv {cfg.model.conv})"
-        f" on {device}: {len(train_set)} train / {len(val_set)} val images, "
-        f"{len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}"
+        f" on {device}{_processes_line(place, cfg)}: {len(train_set)} train / {len(val_set)} val "
+        f"images, {len(classes)} classes, epochs {state.epoch + 1}-{cfg.train.epochs}"
         + (f" (epoch {state.epoch + 1} from batch {state.position + 1})" if state.position else "")
         + ", "
         f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}"
         + _adversarial_line(cfg, len(robust_loader.dataset) if robust_loader else 0),
         flush=True,
     )
-    console = Console(sys.stdout, log_every=cfg.train.log_every)
-    trained = torch.compile(model) if cfg.train.compile else model  # saved uncompiled
+    console = Console(sys.stdout if place.main else None, log_every=cfg.train.log_every)
+    if cfg.train.compile:
+        model.compile()  # in place: the state dict keeps its names
+    trained = model
+    if place.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     stop = StopRequest()
     resize = None
     if checkpoint is None and cfg.train.time_budget:
-        resize = BudgetResize(cfg, run, started)
+        resize = BudgetResize(cfg, run, started, main=place.main)
+    tracking = Tracker(run, keep_epochs=state.epoch) if place.main else nullcontext(NullTracker())
     try:
-        with Tracker(run, keep_epochs=state.epoch) as tracker, stop.installed():
+        with tracking as tracker, stop.installed():
             state = fit(
                 cfg,
                 trained,
@@ -196,11 +229,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                 resize=resize,
             )
     except Interrupted as e:
-        print(f"\n{e}\nResume with: scenelab train --resume {run.last}", file=sys.stderr)
-        refresh_report(run)
-        return 128 + stop.signum
+        if place.main:
+            print(f"\n{e}\nResume with: {_resume_command(run, place)}", file=sys.stderr)
+            refresh_report(run)
+        return 128 + (stop.signum or signal.SIGTERM)
+    if not place.main:
+        return 0
     cfg = resize.cfg if resize is not None else cfg
-    summary = _summary(cfg, state, params, device)
+    summary = _summary(cfg, state, params, device) | {"processes": place.world}
     bad = read_bad_images(run.bad_images)
     if cfg.data.on_bad_image == "skip":
         summary["bad_images"] = {"count": len(bad), "files": bad}
@@ -219,6 +255,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_where(run)
     refresh_report(run)
     return 0
+
+
+def _sync_batchnorm(
+    model: nn.Module, cfg: RunConfig, place: runtime.Distributed, device: torch.device
+) -> nn.Module:
+    """`--sync-bn`: SyncBatchNorm layers under torchrun (same parameters and state dict)."""
+    if not cfg.train.sync_bn:
+        return model
+    if place.world == 1:
+        print("note: --sync-bn only matters under torchrun; a single process already "
+              "normalises over the whole batch", flush=True)  # fmt: skip
+        return model
+    if device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA (torch's SyncBatchNorm does not run on the CPU); "
+                         "drop it to normalise over each process's share of the batch")  # fmt: skip
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def _processes_line(place: runtime.Distributed, cfg: RunConfig) -> str:
+    if place.world == 1:
+        return ""
+    return (f" x {place.world} processes (global batch {cfg.data.batch_size}, "
+            f"{cfg.data.batch_size // place.world} per process)")  # fmt: skip
+
+
+def _resume_command(run: RunDir, place: runtime.Distributed) -> str:
+    command = f"scenelab train --resume {run.last}"
+    if place.world == 1:
+        return command
+    nodes = place.world // int(os.environ.get("LOCAL_WORLD_SIZE", place.world))
+    if nodes == 1:
+        return f"torchrun --standalone --nproc-per-node {place.world} -m {command}"
+    return f"torchrun (with the same flags, on every node) -m {command}"
 
 
 def _write_final_evaluation(
@@ -241,9 +310,10 @@ def _fit_budget(
     print(f"Timing a few steps to fit the run into {cfg.train.time_budget} ...", flush=True)
     robust_images = len(robust_loader.dataset) if robust_loader else 0
     epoch_s = estimate_epoch_seconds(cfg, model, train_set, val_set, device=device,
-                                     robust_images=robust_images)  # fmt: skip
+                                     robust_images=robust_images,
+                                     world=runtime.world_size())  # fmt: skip
     left = budget - (time.perf_counter() - started)  # data preparation and timing are spent
-    epochs = epochs_for_budget(left, epoch_s)
+    epochs = runtime.broadcast_object(epochs_for_budget(left, epoch_s))  # rank 0's, everywhere
     print(
         f"about {epoch_s:.1f} s per epoch: {epochs} epochs fit in 90% of the {left:.0f} s left; "
         "the learning-rate schedule is sized to them",
@@ -255,21 +325,22 @@ def _fit_budget(
 class BudgetResize:
     """`fit`'s `resize`: after the first epoch, the epochs that fit the budget by its measured
     time (the estimate from a few steps is rough), recorded in config.yaml. `cfg` is the run's
-    configuration with the final number of epochs."""
+    configuration with the final number of epochs. Under torchrun, rank 0's answer holds."""
 
-    def __init__(self, cfg: RunConfig, run: RunDir, started: float) -> None:
-        self.cfg, self.run, self.started = cfg, run, started
+    def __init__(self, cfg: RunConfig, run: RunDir, started: float, *, main: bool = True) -> None:
+        self.cfg, self.run, self.started, self.main = cfg, run, started, main
 
     def __call__(self, epoch_seconds: float) -> int:
         left = parse_duration(self.cfg.train.time_budget) - (time.perf_counter() - self.started)
-        epochs = 1 + epochs_for_budget(left, epoch_seconds, at_least=0)
+        epochs = runtime.broadcast_object(1 + epochs_for_budget(left, epoch_seconds, at_least=0))
         print(
             f"epoch 1 took {epoch_seconds:.1f} s: {epochs} epochs in all fit the budget "
             f"({left:.0f} s left); the learning-rate schedule now ends there",
             flush=True,
         )
         self.cfg = replace(self.cfg, train=replace(self.cfg.train, epochs=epochs))
-        self.run.config.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        if self.main:
+            self.run.config.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         return epochs
 
 

@@ -15,7 +15,7 @@ from .cache import cache_images
 from .decode import DatasetError, SkipBadImages, collate_present
 from .folder import image_folder
 from .miniplaces import MiniPlaces
-from .sampling import ResumableSampler, SeededDataset
+from .sampling import ResumableSampler, SeededDataset, ShardSampler
 from .synthetic import SyntheticScenes
 from .transforms import eval_transform, resize_size, train_transform
 
@@ -104,18 +104,30 @@ def build_loader(
     device: torch.device,
     seed: int = 0,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """An ordered loader, or for training a shuffled one that can resume part-way through an
     epoch: its `ResumableSampler` draws each epoch's order and every sample's augmentation
     from (seed, epoch, index). Call `loader.sampler.set_epoch(epoch)` before each epoch (as
-    `fit` does), as with torch's DistributedSampler. `generator` seeds the workers."""
+    `fit` does), as with torch's DistributedSampler. `generator` seeds the workers.
+
+    In DDP (`world` > 1), `cfg.batch_size` is the global batch: each process loads its
+    1/world share of it, from its share of the split (`ShardSampler` for evaluation)."""
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among "
+            f"the {world} processes; use a multiple of {world}"
+        )
     sampler = None
     if train:
-        sampler = ResumableSampler(dataset, seed=seed)
+        sampler = ResumableSampler(dataset, seed=seed, rank=rank, world=world)
         dataset = SeededDataset(dataset)
+    elif world > 1:
+        sampler = ShardSampler(len(dataset), rank=rank, world=world)
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // world,
         sampler=sampler,
         collate_fn=collate_present,
         num_workers=cfg.workers,

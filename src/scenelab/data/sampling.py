@@ -6,6 +6,12 @@ epoch. It yields (index, seed) keys, and `SeededDataset` reseeds torch, numpy an
 the key's seed before loading the sample, so each sample's augmentation depends only on
 (seed, epoch, index): not on which worker loads it, nor on what was loaded before. A resumed
 run therefore sees exactly the batches the uninterrupted run would have seen.
+
+Because a DistributedSampler deals the epoch's order out to the ranks in turn, the b-th batches
+of all ranks together hold exactly the samples of the b-th batch of one process with the global
+batch size: a DDP run trains on the same batches as a single process (see `build_loader`).
+`ShardSampler` splits an evaluation split among the ranks without padding, so reduced metrics
+count every image once.
 """
 
 import random
@@ -13,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..runtime import derive_seed
 from .wrapped import Wrapped
@@ -48,3 +54,17 @@ class SeededDataset(Wrapped):
         np.random.seed(seed)
         random.seed(seed)
         return self.dataset[index]
+
+
+class ShardSampler(Sampler[int]):
+    """Rank `rank`'s share of `size` indices, in order: every `world`-th from `rank` (no padding,
+    unlike DistributedSampler, so the shares together hold each index exactly once)."""
+
+    def __init__(self, size: int, *, rank: int, world: int) -> None:
+        self.indices = range(rank, size, world)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

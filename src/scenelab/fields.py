@@ -1,0 +1,83 @@
+"""Typed configuration fields: `option` (a dataclass field with its flag's help text) and the
+conversion of values from flags, YAML and checkpoints to a field's type, with clear errors."""
+
+from dataclasses import Field, field, fields
+from typing import Any, get_type_hints
+
+
+def option(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def field_kind(hint: Any) -> type:
+    """bool, int, float, str or tuple (of ints) for a field annotated `T` or `T | None`."""
+    if hint in (tuple[int, ...], tuple[int, ...] | None):
+        return tuple
+    return next(t for t in (bool, int, float, str) if hint in (t, t | None))
+
+
+def parse_ints(value: Any) -> tuple[int, ...]:
+    """(1, 3) from "1,3", "1 3", [1, 3] or 1; () from "" (e.g. no windowed blocks)."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    elif not isinstance(value, list | tuple):
+        value = [value]
+    if any(isinstance(v, bool) or float(v) != int(float(v)) for v in value):
+        raise ValueError
+    return tuple(int(float(v)) for v in value)
+
+
+def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (from YAML) checked and converted against the fields of the dataclass `cls`."""
+    hints, known = get_type_hints(cls), {f.name: f for f in fields(cls)}
+    return {k: coerce(known[k], hints[k], v) for k, v in values.items()}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90s", "30m", "1.5h" or a plain number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise ValueError(f"expected a duration such as 30m, 90s or 1.5h, got {text!r}") from None
+    if seconds <= 0:
+        raise ValueError(f"a time budget must be positive, got {text!r}")
+    return seconds
+
+
+def parse_number(value: Any) -> float:
+    """A float from 0.03, "0.03" or a fraction such as "8/255"."""
+    if isinstance(value, str) and "/" in value:
+        num, den = (float(v) for v in value.split("/", 1))
+        if den == 0:
+            raise ValueError(f"zero denominator in {value!r}")
+        return num / den
+    return float(value)
+
+
+def coerce(f: Field, hint: Any, value: Any) -> Any:
+    """Check a value from YAML or a checkpoint against the field's type (YAML reads 1e-3 as str)."""
+    kind = field_kind(hint)
+    if value is None and hint is not kind:
+        return value
+    if kind is tuple:
+        try:
+            return parse_ints(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"config key {f.name!r}: expected integers such as 1,3, got {value!r}"
+            ) from None
+    try:
+        if kind is bool and not isinstance(value, bool):
+            raise ValueError
+        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        value = parse_number(value) if kind is float else kind(value) if kind is int else value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config key {f.name!r}: expected {kind.__name__}, got {value!r}"
+        ) from None
+    if "choices" in f.metadata and value not in f.metadata["choices"]:
+        raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
+    return value
