@@ -104,6 +104,7 @@ def _children(pid: int) -> list[int]:
 LONG = [*FLAGS, "--synth-train", "480", "--batch-size", "16", "--epochs", "2"]  # 30 steps/epoch
 
 
+@pytest.mark.faults
 def test_kill_9_of_a_ddp_run_then_resume_under_ddp_matches_the_uninterrupted_run(tmp_path):
     # Against a DDP run, not a single process: over 60 steps at this learning rate, float
     # rounding of 1e-7 grows to 1e-3 (measured by perturbing one process's weights), so only
@@ -124,6 +125,7 @@ def test_kill_9_of_a_ddp_run_then_resume_under_ddp_matches_the_uninterrupted_run
     _assert_same_training(_folder(tmp_path / "one"), run, epochs=2)
 
 
+@pytest.mark.faults
 def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_saves(tmp_path):
     command = _torchrun(*LONG, "--checkpoint-every", "5", "--out-dir", str(tmp_path))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
