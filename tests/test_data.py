@@ -7,7 +7,9 @@ from torchvision import io
 
 from scenelab.config import DataConfig
 from scenelab.data import DatasetError, build_dataset, build_datasets
+from scenelab.data.batched import Staged, warp
 from scenelab.data.miniplaces import MiniPlaces, category_name
+from scenelab.data.sampling import SeededDataset
 from scenelab.data.synthetic import generate
 
 from conftest import write_tiny
@@ -152,8 +154,9 @@ def test_masks_requested_but_absent(tiny_miniplaces):
 def test_build_datasets_applies_the_presets(tiny_miniplaces):
     cfg = DataConfig(data="miniplaces", data_root=str(tiny_miniplaces), image_size=24)
     train, val, classes = build_datasets(cfg)
-    for ds in (train, val):
-        image, _ = ds[0]
+    staged, _ = train[0]  # batched augmentation: the image and its parameters, warped per batch
+    assert isinstance(staged, Staged) and staged.image.dtype == torch.uint8
+    for image in (warp([staged])[0], val[0][0]):
         assert image.shape == (3, 24, 24) and image.dtype == torch.float32
         assert 0 <= image.min() and image.max() <= 1
     assert classes == ["coast", "forest", "desert"]
@@ -220,10 +223,10 @@ def test_cached_images_give_exactly_the_uncached_tensors(tiny_miniplaces, tmp_pa
         a, _ = build_dataset(plain, "train", augment=augment)
         b, _ = build_dataset(cached, "train", augment=augment)
         for i in range(len(a)):
-            torch.manual_seed(i)
-            x = a[i][0]
-            torch.manual_seed(i)
-            assert torch.equal(x, b[i][0]), (augment, i)
+            x, y = SeededDataset(a)[i, i][0], SeededDataset(b)[i, i][0]
+            if augment:  # staged for batched augmentation: compare the warped images
+                x, y = warp([x]), warp([y])
+            assert torch.equal(x, y), (augment, i)
 
 
 def test_an_image_that_cannot_be_cached_fails_when_read_or_is_skipped(tiny_miniplaces):

@@ -31,7 +31,16 @@ FLAGS = (
     "--synth-train 160 --synth-val 40 --synth-classes 4 --image-size 32 --batch-size 32 "
     "--epochs 1 --workers 0 --log-every 1 --lr 0.05 --seed 3"
 ).split()
-ADVERSARIAL = "--adv-train goodfellow --adv-weight 0.5 --adv-eval-limit 0".split()
+# Goodfellow's objective runs two forward passes a step (the mixed batch through DDP, the clean
+# one through the module itself), and PGD's in between. With 0 attack steps the mixed batch is
+# the clean one, which checks the two passes' gradients exactly; with PGD, the steps follow the
+# gradient's sign, which flips where a pixel's gradient is near zero and batches of 16 and 32
+# round differently, so the parameters agree only to about 1e-4 after 5 steps.
+OBJECTIVES = {
+    "plain": ([], 1e-5),
+    "two-passes": ("--adv-train goodfellow --adv-steps 0 --adv-eval-limit 0".split(), 1e-5),
+    "pgd": ("--adv-train goodfellow --adv-eval-limit 0".split(), 1e-3),
+}
 
 
 def _torchrun(*flags: str) -> list[str]:
@@ -50,25 +59,25 @@ def _folder(out: Path) -> Path:
     return folder
 
 
-def _assert_same_training(a: Path, b: Path, epochs: int) -> None:
+def _assert_same_training(a: Path, b: Path, epochs: int, tolerance: float = 1e-5) -> None:
     rows_a, rows_b = read_rows(a / "metrics.jsonl"), read_rows(b / "metrics.jsonl")
     assert [r["epoch"] for r in rows_b] == list(range(1, epochs + 1))
     for ra, rb in zip(rows_a, rows_b, strict=True):
         for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr"):
-            assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), key
+            assert rb[key] == pytest.approx(ra[key], rel=tolerance, abs=1e-6), key
     wa = load_checkpoint(a / "checkpoints" / "last.pt")["model"]
     wb = load_checkpoint(b / "checkpoints" / "last.pt")["model"]
     worst = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
-    assert worst < 1e-5, f"parameters differ by up to {worst:.2e}"
+    assert worst < tolerance, f"parameters differ by up to {worst:.2e}"
 
 
-@pytest.mark.parametrize("objective", ["plain", "goodfellow"])
+@pytest.mark.parametrize("objective", OBJECTIVES)
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, objective):
-    extra = ADVERSARIAL if objective == "goodfellow" else []  # two forward passes a step
+    extra, tolerance = OBJECTIVES[objective]
     assert main(["train", *FLAGS, *extra, "--out-dir", str(tmp_path / "one")]) == 0
     done = _run(_torchrun(*FLAGS, *extra, "--out-dir", str(tmp_path / "two")))
     one, two = _folder(tmp_path / "one"), _folder(tmp_path / "two")
-    _assert_same_training(one, two, epochs=1)
+    _assert_same_training(one, two, epochs=1, tolerance=tolerance)
     assert done.stdout.count("Run folder") == 1  # rank 1 prints nothing
     assert "x 2 processes (global batch 32, 16 per process)" in done.stdout
     summary = json.loads((two / "summary.json").read_text())

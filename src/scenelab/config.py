@@ -34,6 +34,9 @@ class DataConfig:
     augment: str = option("course", "training augmentation: course (flip, rotation, resized crop "
                         "from 25%%, colour), light (flip and a shifted crop: better for runs "
                         "of a few epochs) or none", choices=AUGMENTS)  # fmt: skip
+    batch_augment: bool = option(True, "augment the training batch as one warp (per image only "
+                               "the resize and random parameters; much cheaper on the CPU); "
+                               "--no-batch-augment runs torchvision per image")  # fmt: skip
     synth_classes: int = option(10, "synthetic scenes: number of classes (at most 10)")
     synth_train: int = option(4000, "synthetic scenes: training images")
     synth_val: int = option(1000, "synthetic scenes: validation images")

@@ -82,5 +82,8 @@ class DataBenchConfig:
     workers: tuple[int, ...] = option((0, 1, 2), "DataLoader worker counts to measure")
     batches: int = option(20, "timed batches per measurement (after one warm-up batch)")
     augment: str = option("course", "training augmentation preset", choices=AUGMENTS)
+    batch_augment: bool = option(True, "augment in batches (--no-batch-augment: per image)")
+    repeats: int = option(3, "timed passes of model-only and end-to-end training, in turns "
+                          "(the median is reported)")  # fmt: skip
     cache_images: bool = option(False, "decode the measured images into memory first")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:N or mps")

@@ -11,23 +11,27 @@ from torch.utils.data import Subset
 
 from ..config import DataConfig, ModelConfig, OptimConfig
 from ..data import build_dataset, build_loader
+from ..data.cache import cache_images
+from ..data.transforms import resize_size
 from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Timer
 from ..train import train_one_epoch
-from . import format_table
+from . import format_table, paired_ms
 from .config import DataBenchConfig
 
 
 def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:
     return DataConfig(data=cfg.data, data_root=cfg.data_root, image_size=cfg.image_size,
                       batch_size=cfg.batch_size, workers=workers, augment=cfg.augment,
-                      cache_images=cfg.cache_images)  # fmt: skip
+                      batch_augment=cfg.batch_augment)  # fmt: skip
 
 
 def _subset(cfg: DataBenchConfig, workers: int):
     dataset, classes = build_dataset(_data_config(cfg, workers), "train", augment=True)
     count = min(len(dataset), (cfg.batches + 1) * cfg.batch_size)
+    if cfg.cache_images:  # only the measured images
+        cache_images(dataset, resize_size(cfg.image_size), workers, limit=count)
     return Subset(dataset, range(count)), len(classes)
 
 
@@ -55,7 +59,9 @@ def training_rates(cfg: DataBenchConfig, device: torch.device) -> tuple[float, f
     workers = max(cfg.workers)
     subset, num_classes = _subset(cfg, workers)
     model_cfg = ModelConfig(model=cfg.model)
-    optim = OptimConfig(**optim_defaults(model_cfg))
+    # Learning rate 0: a step costs the same, and the repeated passes over the same few batches
+    # would otherwise drive the loss to NaN.
+    optim = OptimConfig(**(optim_defaults(model_cfg) | {"lr": 0.0}))
     torch.manual_seed(0)
     model = build_model(model_cfg, num_classes, cfg.image_size).to(device)
     optimizer = build_optimizer(model, optim)
@@ -66,11 +72,11 @@ def training_rates(cfg: DataBenchConfig, device: torch.device) -> tuple[float, f
     def step(data) -> None:
         train_one_epoch(model, data, optimizer, device=device, clip_grad=optim.clip_grad)
 
-    step(batches[:1])  # warm-up
     images = sum(len(y) for _, y in batches)
-    model_only = _images_per_second(lambda: step(batches), images, device)
-    end_to_end = _images_per_second(lambda: step(loader), images, device)
-    return model_only, end_to_end
+    # In turns, the median of `repeats` passes each (one pass alone varies by 20-30% here).
+    end_ms, model_ms = paired_ms(lambda _: step(loader), lambda _: step(batches), None,
+                                 cfg.repeats, device)  # fmt: skip
+    return images / model_ms * 1e3, images / end_ms * 1e3
 
 
 def table(rates: dict[int, float], model_only: float, end_to_end: float) -> str:

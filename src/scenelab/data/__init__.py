@@ -40,7 +40,10 @@ def build_dataset(
     With `cfg.on_bad_image == "skip"`, unreadable images are left out of their batch and their
     paths appended to the file `bad_images`."""
     size = cfg.resolved_image_size
-    transform = train_transform(size, cfg.augment) if augment else eval_transform(size)
+    if augment:
+        transform = train_transform(size, cfg.augment, batched=cfg.batch_augment)
+    else:
+        transform = eval_transform(size)
     if cfg.data == "synthetic":
         count = cfg.synth_train if split == "train" else cfg.synth_val
         dataset = SyntheticScenes(

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision import io
 
+from .batched import Staged, warp
 from .wrapped import Wrapped
 
 
@@ -65,11 +66,15 @@ class SkipBadImages(Wrapped):
 
 
 def collate_present(batch: list):
-    """default_collate over the samples that are not None (skipped bad images)."""
+    """default_collate over the samples that are not None (skipped bad images); images staged
+    for batched augmentation are warped into their batch here."""
     present = [sample for sample in batch if sample is not None]
     if not present:
         raise DatasetError(f"none of the {len(batch)} images of a batch could be read; check the "
                            "image files (the paths are listed in bad_images.txt)")  # fmt: skip
+    if isinstance(present[0][0], Staged):
+        images, *rest = zip(*present, strict=True)
+        return [warp(list(images)), *default_collate(list(zip(*rest, strict=True)))]
     return default_collate(present)
 
 

@@ -144,11 +144,10 @@ class MiniPlaces(Dataset):
         return len(self.entries)
 
     def _decoded(self, i: int) -> torch.Tensor:
-        path = self.image_path(self.entries[i])
         if self.cache is None:
-            return decode_rgb(path)
+            return decode_rgb(self.image_path(self.entries[i]))
         if self.cache[i] is None:
-            raise BadImage(path, UNCACHED)
+            raise BadImage(self.image_path(self.entries[i]), UNCACHED)
         return self.cache[i]
 
     def __getitem__(self, i: int):

@@ -9,6 +9,9 @@ Sizes scale with the target size S (the course used S = 128 and a resize to 144 
 - eval: resize shorter side to 1.125 S, centre crop S.
 Geometry runs on uint8 (cheaper) and the float conversion comes last; both yield float images in
 [0, 1]. Masks passed alongside an image get the same geometry and keep their dtype.
+
+`train_transform(..., batched=True)` keeps only the resize per image and defers the rest to one
+warp per batch (batched.py); the loader's collate function finishes the batch.
 """
 
 from typing import Any
@@ -17,6 +20,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
+
+from .batched import Stage
 
 
 class ChannelScale(v2.Transform):
@@ -48,9 +53,11 @@ def resize_size(size: int) -> int:
     return round(size * 144 / 128)
 
 
-def train_transform(size: int, preset: str = "course") -> v2.Compose:
+def train_transform(size: int, preset: str = "course", *, batched: bool = False):
     if preset == "none":
         return eval_transform(size)
+    if batched and preset in ("course", "light"):
+        return Stage(size, preset, resize_size(size))
     if preset == "light":
         return v2.Compose(
             [
