@@ -145,6 +145,7 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_saves(tmp_path)
     run = _folder(tmp_path)
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
     assert saved["epoch"] == 0 and saved["position"] > 0
+    assert err.count("SIGTERM: stopping after this step") == 1  # rank 0 alone says so
     resume = "torchrun --standalone --nproc-per-node 2 -m scenelab train --resume"
     assert err.count(f"Resume with: {resume} {run / 'checkpoints' / 'last.pt'}") == 1, err[-3000:]
 

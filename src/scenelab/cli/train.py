@@ -51,8 +51,8 @@ class StopRequest:
     checkpoint; a second Ctrl-C aborts at once (under torchrun, the SIGTERM that torchrun sends
     after a Ctrl-C does not). Call it to ask whether a stop was requested."""
 
-    def __init__(self) -> None:
-        self.signum = 0
+    def __init__(self, *, say: bool = True) -> None:
+        self.signum, self.say = 0, say  # say: print the notice (rank 0 only, under torchrun)
 
     def __call__(self) -> bool:
         return bool(self.signum)
@@ -73,8 +73,10 @@ class StopRequest:
                 raise KeyboardInterrupt  # Ctrl-C twice: stop now
             return  # already stopping
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
-              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)  # fmt: skip
+        if self.say:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step to save a "
+                  "checkpoint (Ctrl-C again to abort at once)", file=sys.stderr,
+                  flush=True)  # fmt: skip
 
 
 @contextmanager
@@ -202,7 +204,7 @@ def _train(
     if place.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    stop = StopRequest()
+    stop = StopRequest(say=place.main)
     resize = None
     if checkpoint is None and cfg.train.time_budget:
         resize = BudgetResize(cfg, run, started, main=place.main)
