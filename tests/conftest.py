@@ -1,11 +1,14 @@
 """Shared fixtures: seeding, the test device, tiny datasets on disk and tiny training flags."""
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from scenelab.checkpoint import load_checkpoint
 from scenelab.data.miniplaces import write_miniplaces
 from scenelab.data.synthetic import CLASSES, iter_scenes
 
@@ -76,3 +79,14 @@ def run(tmp_path_factory) -> Path:
 def pytest_configure(config):
     config.addinivalue_line("markers", "faults: the fault suite (make faults): kills, signals, "
                             "corrupt files")  # fmt: skip
+
+
+def wait_for_step_checkpoint(out: Path, process: subprocess.Popen) -> None:
+    """Until a run under `out` has saved last.pt part-way through its first epoch."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        last = list(out.glob("*/checkpoints/last.pt"))
+        if last and load_checkpoint(last[0]).get("position", 0) > 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no step checkpoint appeared: {process.communicate(timeout=60)}")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,8 @@ from scenelab.data.sampling import ResumableSampler, ShardSampler
 from scenelab.models import build_model
 from scenelab.runtime import Distributed
 from scenelab.tracking import read_rows
+
+from conftest import wait_for_step_checkpoint
 
 pytestmark = pytest.mark.ddp
 
@@ -87,16 +88,6 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, objec
     assert (two / "eval" / "final-val" / "confusion.csv").read_text() == confusion_one
 
 
-def _wait_for_step_checkpoint(out: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        last = list(out.glob("*/checkpoints/last.pt"))
-        if last and load_checkpoint(last[0]).get("position", 0) > 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no step checkpoint appeared: {process.communicate()}")
-
-
 def _children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (torchrun's workers run in sessions of their own)."""
     found = []
@@ -121,7 +112,7 @@ def test_kill_9_of_a_ddp_run_then_resume_under_ddp_matches_the_uninterrupted_run
     _run(_torchrun(*LONG, "--out-dir", str(tmp_path / "one")))
     command = _torchrun(*LONG, "--checkpoint-every", "1", "--out-dir", str(tmp_path / "two"))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_step_checkpoint(tmp_path / "two", process)
+    wait_for_step_checkpoint(tmp_path / "two", process)
     for pid in [*_children(process.pid), process.pid]:  # both workers, then torchrun
         os.kill(pid, signal.SIGKILL)
     process.communicate()
@@ -139,7 +130,7 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_saves(tmp_path)
     command = _torchrun(*LONG, "--checkpoint-every", "5", "--out-dir", str(tmp_path))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)  # fmt: skip
-    _wait_for_step_checkpoint(tmp_path, process)
+    wait_for_step_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers
     _, err = process.communicate(timeout=120)
     run = _folder(tmp_path)

@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,8 @@ import torch
 
 from scenelab.checkpoint import load_checkpoint
 from scenelab.tracking import read_rows
+
+from conftest import wait_for_step_checkpoint
 
 pytestmark = pytest.mark.faults
 
@@ -37,17 +38,6 @@ def _run_folder(out: Path) -> Path:
     return folder
 
 
-def _wait_for_step_checkpoint(out: Path, process: subprocess.Popen) -> None:
-    """Until last.pt exists part-way through the first epoch."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        last = list(out.glob("*/checkpoints/last.pt"))
-        if last and load_checkpoint(last[0]).get("position", 0) > 0:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no step checkpoint appeared: {_finish(process)}")
-
-
 def _assert_same_run(a: Path, b: Path) -> None:
     rows_a, rows_b = read_rows(a / "metrics.jsonl"), read_rows(b / "metrics.jsonl")
     assert [r["epoch"] for r in rows_b] == [1, 2]
@@ -71,7 +61,7 @@ def reference(tmp_path_factory) -> Path:
 
 def test_kill_9_mid_epoch_then_resume_matches_the_uninterrupted_run(reference, tmp_path):
     process = _start(tmp_path, "--checkpoint-every", "1")
-    _wait_for_step_checkpoint(tmp_path, process)
+    wait_for_step_checkpoint(tmp_path, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     run = _run_folder(tmp_path)
@@ -88,7 +78,7 @@ def test_kill_9_mid_epoch_then_resume_matches_the_uninterrupted_run(reference, t
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_saves_after_the_step_and_says_how_to_resume(reference, tmp_path, signum):
     process = _start(tmp_path, "--checkpoint-every", "5")
-    _wait_for_step_checkpoint(tmp_path, process)
+    wait_for_step_checkpoint(tmp_path, process)
     process.send_signal(signum)
     code, _, err = _finish(process)
     run = _run_folder(tmp_path)
