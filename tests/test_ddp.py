@@ -84,6 +84,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, objec
     summary = json.loads((two / "summary.json").read_text())
     assert summary["processes"] == 2
     assert (two / "report.html").is_file() and (two / "eval" / "final-val").is_dir()
+    assert "trained by 2 processes (torchrun)" in (two / "report.md").read_text()
     confusion_one = (one / "eval" / "final-val" / "confusion.csv").read_text()
     assert (two / "eval" / "final-val" / "confusion.csv").read_text() == confusion_one
 

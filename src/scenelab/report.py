@@ -117,6 +117,9 @@ def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
     line = (f"{model.get('model')} (conv {model.get('conv')}) on {data.get('data')} data at "
             f"{data.get('image_size')} px; {optim.get('optimizer')} lr {optim.get('lr')}, "
             f"batch {data.get('batch_size')}, {train.get('epochs')} epochs planned")  # fmt: skip
+    processes = summary.get("processes", 1)
+    if processes > 1:
+        line += f"; trained by {processes} processes (torchrun), the batch split among them"
     blocks: list[Block] = [Text(line)]
     if not rows:
         return blocks + [Text("No epoch has finished yet: there are no metrics to show.")]
@@ -152,7 +155,8 @@ def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
     return blocks + [
         Heading("Results"),
         Text(f"Accuracies in percent on the validation split ({accuracy}evaluated after every "
-             "epoch); memory is the process's peak (CUDA: allocated tensors; CPU: resident)."),
+             f"epoch); memory is the {'largest ' if processes > 1 else ''}process's peak (CUDA: "
+             "allocated tensors; CPU: resident)."),
         Table(["", "value"], [[k, v] for k, v in results]),
     ]  # fmt: skip
 
