@@ -27,7 +27,10 @@ def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:
                       batch_augment=cfg.batch_augment)  # fmt: skip
 
 
-def _subset(cfg: DataBenchConfig, workers: int):
+def measured_images(cfg: DataBenchConfig) -> tuple[Subset, int]:
+    """The first images of the train split that every measurement reads (decoded into memory
+    once, with `cache_images`), and the class count."""
+    workers = max(cfg.workers)
     dataset, classes = build_dataset(_data_config(cfg, workers), "train", augment=True)
     count = min(len(dataset), (cfg.batches + 1) * cfg.batch_size)
     if cfg.cache_images:  # only the measured images
@@ -41,11 +44,10 @@ def _images_per_second(run, images: int, device: torch.device) -> float:
     return images / timer.seconds
 
 
-def loader_rates(cfg: DataBenchConfig, device: torch.device) -> dict[int, float]:
-    """Images/s of decoding and augmenting alone, per worker count."""
+def loader_rates(cfg: DataBenchConfig, subset: Subset, device: torch.device) -> dict[int, float]:
+    """Images/s of decoding and augmenting `subset` alone, per worker count."""
     rates = {}
     for workers in cfg.workers:
-        subset, _ = _subset(cfg, workers)
         loader = build_loader(subset, _data_config(cfg, workers), train=True, device=device)
         batches = iter(loader)
         next(batches)  # warm-up: workers start, first batch
@@ -54,10 +56,11 @@ def loader_rates(cfg: DataBenchConfig, device: torch.device) -> dict[int, float]
     return rates
 
 
-def training_rates(cfg: DataBenchConfig, device: torch.device) -> tuple[float, float]:
-    """(model-only, end-to-end) training images/s with the most workers measured."""
+def training_rates(
+    cfg: DataBenchConfig, subset: Subset, num_classes: int, device: torch.device
+) -> tuple[float, float]:
+    """(model-only, end-to-end) training images/s on `subset` with the most workers measured."""
     workers = max(cfg.workers)
-    subset, num_classes = _subset(cfg, workers)
     model_cfg = ModelConfig(model=cfg.model)
     # Learning rate 0: a step costs the same, and the repeated passes over the same few batches
     # would otherwise drive the loss to NaN.

@@ -140,8 +140,9 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
         f"batches each; {cfg.model} on {device} ({torch.get_num_threads()} threads)\n",
         flush=True,
     )
-    rates = data_bench.loader_rates(cfg, device)
-    model_only, end_to_end = data_bench.training_rates(cfg, device)
+    subset, num_classes = data_bench.measured_images(cfg)
+    rates = data_bench.loader_rates(cfg, subset, device)
+    model_only, end_to_end = data_bench.training_rates(cfg, subset, num_classes, device)
     print(data_bench.table(rates, model_only, end_to_end))
     return 0
 
