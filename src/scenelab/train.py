@@ -105,7 +105,9 @@ def train_one_epoch(
     batches = len(loader)
     steps_per_epoch = steps_per_epoch or math.ceil(batches / accum_steps)
     optimizer.zero_grad(set_to_none=True)
-    with (console or Console()).progress(batches, desc) as progress:  # closed if a step raises
+    console = console or Console()
+    step_loss = torch.zeros((), device=device)  # this step's loss, over its batches
+    with console.progress(batches, desc) as progress:  # closed if a step raises
         for i, (x, y) in enumerate(loader):
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
@@ -123,6 +125,7 @@ def train_one_epoch(
                     raise NonFiniteLoss(total.item() / world_size(), step + 1, lr)
                 group = min(accum_steps, batches - i // accum_steps * accum_steps)  # this step's
                 precision.scaler.scale(loss / group).backward()
+                step_loss += total / world_size() / group
             sums.add(len(y), **batch_stats(logits, y, loss))
             progress.step(lambda: {"loss": sums.means()["loss"]})
             if not last:
@@ -136,6 +139,9 @@ def train_one_epoch(
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            if step % console.log_every == 0:
+                tracker.scalar("train/step_loss", step_loss.item(), step)
+            step_loss.zero_()
             if step % 10 == 0:
                 tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             if after_step is not None:
