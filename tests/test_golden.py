@@ -1,0 +1,169 @@
+"""Training behaves exactly as recorded: per-step losses and final weights of short runs.
+
+`tests/golden/training.json` holds, for each scenario below, the loss of every optimizer step
+(TensorBoard's `train/step_loss`) and the final weights (a SHA-256 digest of `last.pt`'s model
+state, plus each tensor's sum and L2 norm), recorded with a fixed seed. A refactor of the
+training loop must reproduce them:
+
+- on a machine like the recording one (same torch, CPU model, kernel capability and thread
+  count): exactly, to the last bit;
+- elsewhere: CPU kernels block their reductions differently (other vector widths, thread
+  counts), so values agree to 1e-4 relative for the losses and the weights of plain training,
+  and 2e-3 for the PGD-based run (an attack takes the sign of gradients near zero, which can
+  flip). Running this file with one thread takes that path (`OMP_NUM_THREADS=1`).
+
+To record anew after a change that is meant to change training, run
+`SCENELAB_RECORD_GOLDEN=1 pytest tests/test_golden.py` and commit the file with the reason.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from scenelab.checkpoint import load_checkpoint
+from scenelab.cli import main
+
+GOLDEN = Path(__file__).parent / "golden" / "training.json"
+RECORD = os.environ.get("SCENELAB_RECORD_GOLDEN") == "1"
+
+BASE = (
+    "--synth-train 48 --synth-val 24 --synth-classes 3 --image-size 32 --batch-size 16 "
+    "--workers 0 --epochs 2 --log-every 1 --seed 7"
+).split()
+# 48 images in batches of 16: 3 optimizer steps an epoch (2 with --accum-steps 2).
+SCENARIOS = {
+    "plain": [],
+    "goodfellow": ["--adv-train", "goodfellow"],
+    "accum-ema": ["--accum-steps", "2", "--ema-decay", "0.9"],
+    "time-budget": ["--epochs", "1", "--time-budget", "70s"],
+    "kill-resume": ["--checkpoint-every", "2"],
+}
+LOOSE = {"goodfellow": 2e-3}  # rtol off the recording machine (see the docstring)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        models = [ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln]
+        cpu = models[0].split(":", 1)[1].strip() if models else cpu
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+class SimulatedClock:
+    """`time.perf_counter` that advances 50 ms per module call: elapsed time depends on the
+    work done, not on the machine, so a time budget plans the same epochs everywhere."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def tick(self, *_) -> None:
+        self.now += 0.05
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Killed(BaseException):
+    """Stands in for kill -9: raised right after a step checkpoint reached the disk."""
+
+
+def _kill_after_step_checkpoint(monkeypatch) -> None:
+    replace = os.replace
+
+    def replace_then_die(src, dst):
+        replace(src, dst)
+        if Path(dst).name == "last.pt" and load_checkpoint(dst).get("position", 0) > 0:
+            raise Killed
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+
+
+def _step_losses(tb: Path) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb), size_guidance={"scalars": 0}).Reload()
+    by_step = {e.step: e.value for e in events.Scalars("train/step_loss")}  # resume re-logs
+    assert sorted(by_step) == list(range(1, len(by_step) + 1)), "a step's loss is missing"
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _weights(checkpoint: Path) -> dict:
+    state = load_checkpoint(checkpoint)["model"]
+    digest = hashlib.sha256()
+    stats = {}
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(name.encode() + t.numpy().tobytes())
+        stats[name] = [t.double().sum().item(), t.double().norm().item()]
+    return {"sha256": digest.hexdigest(), "stats": stats}
+
+
+def _run(name: str, out: Path, monkeypatch) -> dict:
+    flags = [*BASE, *SCENARIOS[name], "--out-dir", str(out)]
+    if name == "time-budget":
+        clock = SimulatedClock()
+        handle = torch.nn.modules.module.register_module_forward_hook(clock.tick)
+        monkeypatch.setattr(time, "perf_counter", clock)
+        try:
+            assert main(["train", *flags]) == 0
+        finally:
+            handle.remove()
+    elif name == "kill-resume":
+        with monkeypatch.context() as patch:
+            _kill_after_step_checkpoint(patch)
+            with pytest.raises(Killed):
+                main(["train", *flags])
+        (last,) = out.glob("*/checkpoints/last.pt")
+        assert load_checkpoint(last)["position"] == 2  # killed part-way through epoch 1
+        assert main(["train", "--resume", str(last), "--workers", "0"]) == 0
+    else:
+        assert main(["train", *flags]) == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    summary = json.loads((run / "summary.json").read_text())
+    return {
+        "epochs": summary["epochs"],
+        "step_losses": _step_losses(run / "tb"),
+        "weights": _weights(run / "checkpoints" / "last.pt"),
+    }
+
+
+def _record(name: str, result: dict) -> None:
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {"scenarios": {}}
+    golden["machine"] = machine()
+    golden["scenarios"][name] = result
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_training_reproduces_the_recorded_losses_and_weights(name, tmp_path, monkeypatch):
+    result = _run(name, tmp_path / "runs", monkeypatch)
+    if RECORD:
+        _record(name, result)
+        pytest.skip(f"recorded {name} into {GOLDEN}")
+    golden = json.loads(GOLDEN.read_text())
+    expected = golden["scenarios"][name]
+    assert result["epochs"] == expected["epochs"]
+    assert len(result["step_losses"]) == len(expected["step_losses"])
+    if golden["machine"] == machine():
+        assert result["step_losses"] == expected["step_losses"]
+        assert result["weights"]["sha256"] == expected["weights"]["sha256"]
+        return
+    rtol = LOOSE.get(name, 1e-4)
+    assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=rtol)
+    for tensor, stats in expected["weights"]["stats"].items():
+        got = result["weights"]["stats"][tensor]
+        assert got == pytest.approx(stats, rel=rtol, abs=rtol * max(stats[1], 1e-6)), tensor
