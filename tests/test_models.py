@@ -6,12 +6,14 @@ from scenelab.checkpoint import CheckpointError, load_model_state
 from scenelab.config import ModelConfig, OptimConfig
 from scenelab.models import (
     MODELS,
+    ModelSpec,
     Normalize,
     SimpleNet,
     VisionTransformer,
     build_model,
     count_flops,
     count_parameters,
+    model_spec,
     optim_defaults,
     resolve_model_config,
 )
@@ -66,11 +68,11 @@ def test_conv_layer_is_injected_everywhere(name):
     class MarkedConv(nn.Conv2d):
         pass
 
-    model = MODELS[name](num_classes=3, conv_layer=MarkedConv)
+    model = MODELS[name].build(num_classes=3, conv_layer=MarkedConv)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(isinstance(m, MarkedConv) for m in convs)
     # Same parameters and state-dict keys as the default: weights load across.
-    MODELS[name](num_classes=3).load_state_dict(model.state_dict())
+    MODELS[name].build(num_classes=3).load_state_dict(model.state_dict())
 
 
 def test_resnet_bn_has_batchnorm_after_every_conv_and_configurable_stages():
@@ -140,6 +142,30 @@ def test_vits_default_to_the_course_recipe_and_cnns_to_sgd():
     assert optim_defaults(ModelConfig(model="resnet18", pretrained=True))["backbone_lr_scale"] < 1
 
 
+@pytest.mark.parametrize("name", ["resnet18", "tv:resnet50"])
+def test_torchvision_models_fine_tune_the_backbone_slower_from_pretrained_weights(name):
+    scratch = {"lr": 0.01, "weight_decay": 1e-4, "backbone_lr_scale": 1.0}
+    assert optim_defaults(ModelConfig(model=name)) == scratch
+    for cfg in (ModelConfig(model=name, pretrained=True), ModelConfig(model=name, weights="w.pt")):
+        assert optim_defaults(cfg) == scratch | {"backbone_lr_scale": 0.1}
+
+
+def test_every_model_has_one_spec_and_its_defaults_are_copies():
+    assert all(isinstance(spec, ModelSpec) and spec.description for spec in MODELS.values())
+    assert [n for n, spec in MODELS.items() if spec.pretrained is not None] == ["resnet18"]
+    assert model_spec("tv:resnet50").pretrained.imagenet == "resnet50"
+    optim_defaults(ModelConfig(model="vit"))["lr"] = 1.0  # the caller's copy, not the spec's
+    assert optim_defaults(ModelConfig(model="vit"))["lr"] == 0.01
+
+
+def test_weights_flags_name_the_models_with_pretrained_weights():
+    refusal = "--weights does not apply to msvit; it applies to: resnet18$"
+    with pytest.raises(ValueError, match=refusal):
+        build_model(ModelConfig(model="msvit", weights="w.pt"), 3)
+    with pytest.raises(ValueError, match="--depth does not apply to resnet18"):  # arch fields first
+        resolve_model_config(ModelConfig(model="resnet18", depth=3, pretrained=True))
+
+
 def test_position_embeddings_norms_and_biases_get_no_weight_decay():
     model = build_model(ModelConfig(model="msvit"), 3, 64)
     groups = param_groups(model, OptimConfig(weight_decay=0.05))
@@ -167,8 +193,16 @@ def test_flop_count_matches_the_formula():
     assert count_flops(conv, 16) == 2 * (3 * 9) * 8 * 16 * 16
     # A global-attention ViT: patch embedding, per block qkv + q k^T + attn v + proj + MLP, head.
     D, N, P, C = 32, 4 * 4, 8, 10
-    vit = VisionTransformer(C, img_size=32, patch_size=P, embed_dim=D, depth=2, num_heads=2,
-                            window_block_indexes=())  # fmt: skip
+    arch = {"patch_size": P, "embed_dim": D, "depth": 2, "num_heads": 2}
+    vit = VisionTransformer(C, img_size=32, window_block_indexes=(), **arch)
     block = 2 * N * D * 3 * D + 2 * N * N * D * 2 + 2 * N * D * D + 2 * N * D * 4 * D * 2
     assert count_flops(vit, 32) == 2 * 3 * P * P * D * N + 2 * block + 2 * D * C
     assert all(m.attn.fused for m in vit.blocks)  # restored after counting
+
+
+def test_flop_count_gives_every_submodule_its_mode_back():
+    model = build_model(ModelConfig(model="resnet_bn"), 3).train()
+    model.head.eval()
+    modes = [m.training for m in model.modules()]
+    count_flops(model, 32)
+    assert [m.training for m in model.modules()] == modes

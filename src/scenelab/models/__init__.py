@@ -1,14 +1,15 @@
-"""The model registry: `--model NAME` -> a builder, its default optimiser, pretrained weights.
+"""The model registry: `--model NAME` -> its spec (builder, description, optimiser, weights).
 
-A builder takes the class count and the keyword arguments it names among `conv_layer`,
-`img_size`, `freeze_backbone` and the architecture fields of ModelConfig; `build_model` passes
-exactly those, so a setting that does not apply to a model is an error, never silently ignored.
-`tv:NAME` builds any torchvision classification model by name (e.g. `tv:resnet50`).
+Each model's recipe lives in one `ModelSpec`. A builder takes the class count and the keyword
+arguments it names among `conv_layer`, `img_size`, `freeze_backbone` and the architecture fields
+of ModelConfig; `build_model` passes exactly those, so a setting that does not apply to a model
+is an error, never silently ignored. `tv:NAME` builds the spec of any torchvision
+classification model by name (e.g. `tv:resnet50`).
 """
 
 import inspect
-from collections.abc import Callable
-from dataclasses import fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig
+from ..modes import eval_mode
 from ..ops import UnfoldConv2d
 from .layers import Normalize
 from .multiscale_vit import MultiScaleViT
@@ -30,21 +32,67 @@ from .resnet import BottleneckResNet
 from .simplenet import SimpleNet
 from .vit import Attention, VisionTransformer
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "simplenet": SimpleNet,
-    "vit": VisionTransformer,
-    "resnet_bn": BottleneckResNet,
-    "msvit": MultiScaleViT,
-    "resnet18": partial(TorchvisionClassifier, "resnet18"),
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Weights a model can start from: torchvision's ImageNet ones, or a --weights file."""
+
+    imagenet: str  # the torchvision model whose ImageNet weights these are
+    optim: Mapping[str, Any]  # on top of the model's optimiser settings when starting from them
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model's recipe: how to build it, what it is, how it trains, which weights it has."""
+
+    build: Callable[..., nn.Module]
+    description: str
+    optim: Mapping[str, Any] = field(default_factory=dict)  # between OptimConfig's and the user's
+    pretrained: Pretrained | None = None  # None: random initialisation only
+
+    def params(self) -> set[str]:
+        """The keyword arguments the builder takes."""
+        return set(inspect.signature(self.build).parameters)
+
+
+_VIT_RECIPE = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "clip_grad": 1.0}
+_FINE_TUNE = {"lr": 0.01, "weight_decay": 1e-4, "backbone_lr_scale": 1.0}
+# The new head learns from scratch; a pretrained backbone only needs adjusting.
+_FROM_PRETRAINED = {"backbone_lr_scale": 0.1}
+
+
+def _torchvision_spec(name: str, description: str = "") -> ModelSpec:
+    """The spec of torchvision's classification model `name` with a new head (`tv:NAME`)."""
+    return ModelSpec(
+        build=partial(TorchvisionClassifier, name),
+        description=description or f"torchvision {name} with a new head",
+        optim=_FINE_TUNE,
+        pretrained=Pretrained(imagenet=name, optim=_FROM_PRETRAINED),
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    "simplenet": ModelSpec(SimpleNet, "the course's template CNN: 7 convs, no BatchNorm"),
+    "vit": ModelSpec(
+        VisionTransformer,
+        "ViTDet-style ViT: patch 16, windowed blocks 1 and 3, mean pool + LayerNorm head",
+        optim=_VIT_RECIPE,
+    ),
+    "resnet_bn": ModelSpec(
+        BottleneckResNet, "bottleneck ResNet with BatchNorm (the course report's own design)"
+    ),
+    "msvit": ModelSpec(
+        MultiScaleViT,
+        "multi-scale ViT: branches with patch sizes 4, 8 and 16, one head",
+        optim=_VIT_RECIPE,
+    ),
+    "resnet18": _torchvision_spec(
+        "resnet18", "torchvision ResNet-18 with a new head; --pretrained for ImageNet weights"
+    ),
 }
 
-DESCRIPTIONS = {
-    "simplenet": "the course's template CNN: 7 convs, no BatchNorm",
-    "vit": "ViTDet-style ViT: patch 16, windowed blocks 1 and 3, mean pool + LayerNorm head",
-    "resnet_bn": "bottleneck ResNet with BatchNorm (the course report's own design)",
-    "msvit": "multi-scale ViT: branches with patch sizes 4, 8 and 16, one head",
-    "resnet18": "torchvision ResNet-18 with a new head; --pretrained for ImageNet weights",
-}
+# The one-line descriptions by name, for callers that list them (`scenelab models`).
+DESCRIPTIONS = {name: spec.description for name, spec in MODELS.items()}
 
 TORCHVISION_PREFIX = "tv:"
 
@@ -53,16 +101,18 @@ CONV_LAYERS: dict[str, type[nn.Conv2d]] = {
     "unfold": UnfoldConv2d,  # the hand-written unfold/matmul/fold convolution (ops.py)
 }
 
-_VIT_RECIPE = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "clip_grad": 1.0}
 ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.metadata.get("arch"))
 
 __all__ = [
     "CONV_LAYERS",
+    "DESCRIPTIONS",
     "MODELS",
     "Attention",
     "BottleneckResNet",
+    "ModelSpec",
     "MultiScaleViT",
     "Normalize",
+    "Pretrained",
     "SimpleNet",
     "TorchvisionClassifier",
     "VisionTransformer",
@@ -71,15 +121,17 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "load_pretrained",
+    "model_spec",
     "optim_defaults",
     "pretrained_state",
     "resolve_model_config",
 ]
 
 
-def _builder(name: str) -> Callable[..., nn.Module]:
+def model_spec(name: str) -> ModelSpec:
+    """The spec of `name`: a registry name or tv:NAME. Unknown names are a ValueError."""
     if name.startswith(TORCHVISION_PREFIX):
-        return partial(TorchvisionClassifier, name.removeprefix(TORCHVISION_PREFIX))
+        return _torchvision_spec(name.removeprefix(TORCHVISION_PREFIX))
     if name not in MODELS:
         raise ValueError(
             f"unknown model {name!r}; choose from {', '.join(MODELS)} or tv:NAME for a "
@@ -88,31 +140,36 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     return MODELS[name]
 
 
-def _accepts(name: str) -> set[str]:
-    return set(inspect.signature(_builder(name)).parameters)
+def _given(cfg: ModelConfig) -> list[str]:
+    """The settings (ModelConfig fields) that `cfg` makes beyond what every model takes."""
+    given = [name for name in ARCH_FIELDS if getattr(cfg, name) is not None]
+    if cfg.conv != "native":
+        given.append("conv")
+    if cfg.pretrained:
+        given.append("pretrained")
+    if cfg.weights is not None:
+        given.append("weights")
+    if cfg.freeze_backbone:
+        given.append("freeze_backbone")
+    return given
+
+
+def _applies(setting: str, spec: ModelSpec) -> bool:
+    """Whether ModelConfig's field `setting` means anything to the model of `spec`."""
+    if setting in ("pretrained", "weights"):
+        return spec.pretrained is not None
+    builder_arg = "conv_layer" if setting == "conv" else setting
+    return builder_arg in spec.params()
 
 
 def _check_settings(cfg: ModelConfig) -> None:
     """Refuse settings that the model would ignore, naming the models they apply to."""
-    wanted = {name: name for name in ARCH_FIELDS if getattr(cfg, name) is not None}
-    if cfg.conv != "native":
-        wanted["conv"] = "conv_layer"
-    # Only torchvision models take freeze_backbone, and only they have pretrained weights.
-    torchvision_only = {
-        "pretrained": cfg.pretrained,
-        "weights": cfg.weights is not None,
-        "freeze_backbone": cfg.freeze_backbone,
-    }
-    for flag, on in torchvision_only.items():
-        if on:
-            wanted[flag] = "freeze_backbone"
-    accepts = _accepts(cfg.model)
-    for flag, param in wanted.items():
-        if param not in accepts:
-            users = ", ".join(n for n in MODELS if param in _accepts(n))
-            raise ValueError(
-                f"--{flag.replace('_', '-')} does not apply to {cfg.model}; it applies to: {users}"
-            )
+    spec = model_spec(cfg.model)
+    for setting in _given(cfg):
+        if not _applies(setting, spec):
+            users = ", ".join(name for name, other in MODELS.items() if _applies(setting, other))
+            flag = "--" + setting.replace("_", "-")
+            raise ValueError(f"{flag} does not apply to {cfg.model}; it applies to: {users}")
 
 
 def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
@@ -121,7 +178,7 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
     Settings that do not apply to the model are refused here, before any work starts.
     """
     _check_settings(cfg)
-    params = inspect.signature(_builder(cfg.model)).parameters
+    params = inspect.signature(model_spec(cfg.model).build).parameters
     defaults = {
         name: params[name].default
         for name in ARCH_FIELDS
@@ -132,10 +189,11 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 128) -> nn.Module:
     """The model `cfg` names, randomly initialised (pretrained weights: `load_pretrained`)."""
-    builder, accepts = _builder(cfg.model), _accepts(cfg.model)
+    spec = model_spec(cfg.model)
     if cfg.conv not in CONV_LAYERS:
         raise ValueError(f"unknown conv {cfg.conv!r}; choose from {', '.join(CONV_LAYERS)}")
     _check_settings(cfg)
+    accepts = spec.params()
     kwargs: dict[str, Any] = {
         name: value for name in ARCH_FIELDS if (value := getattr(cfg, name)) is not None
     }
@@ -145,7 +203,7 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 128) -> nn
         kwargs["img_size"] = image_size
     if "freeze_backbone" in accepts:
         kwargs["freeze_backbone"] = cfg.freeze_backbone
-    return builder(num_classes=num_classes, **kwargs)
+    return spec.build(num_classes=num_classes, **kwargs)
 
 
 def pretrained_state(cfg: ModelConfig, *, progress: bool = False) -> tuple[dict, str]:
@@ -155,7 +213,7 @@ def pretrained_state(cfg: ModelConfig, *, progress: bool = False) -> tuple[dict,
     """
     if cfg.weights is not None:
         return read_state_dict(cfg.weights), cfg.weights
-    name = cfg.model.removeprefix(TORCHVISION_PREFIX)
+    name = _weights_of(cfg).imagenet
     return imagenet_state_dict(name, progress=progress), f"torchvision's ImageNet weights of {name}"
 
 
@@ -163,26 +221,36 @@ def load_pretrained(
     model: nn.Module, cfg: ModelConfig, *, progress: bool = False, state: tuple | None = None
 ) -> str:
     """Load the weights `cfg` asks for (or `state`, from `pretrained_state`); returns whence."""
-    if not isinstance(model, TorchvisionClassifier):
-        raise WeightsError(f"{cfg.model} has no pretrained weights; use resnet18 or tv:NAME")
+    _weights_of(cfg)
     weights, source = state or pretrained_state(cfg, progress=progress)
     model.load_backbone(weights, source)
     return source
 
 
+def _weights_of(cfg: ModelConfig) -> Pretrained:
+    """The pretrained weights of the model `cfg` names; a WeightsError where it has none."""
+    pretrained = model_spec(cfg.model).pretrained
+    if pretrained is None:
+        with_weights = [name for name, spec in MODELS.items() if spec.pretrained is not None]
+        raise WeightsError(
+            f"{cfg.model} has no pretrained weights; use {', '.join(with_weights)} or tv:NAME"
+        )
+    return pretrained
+
+
 def optim_defaults(cfg: ModelConfig) -> dict[str, Any]:
     """The model's own optimiser settings, between the dataclass defaults and user settings.
 
-    CNNs train with SGD (OptimConfig's defaults); the ViTs with the course recipe (AdamW, lr
-    0.01, weight decay 0.05, gradient clipping at 1.0); torchvision models fine-tune with SGD at
-    lr 0.01 and, from pretrained weights, the backbone at a tenth of that.
+    Those of its spec, and from pretrained weights (--pretrained or --weights) its spec's
+    settings for them on top: CNNs train with SGD (OptimConfig's defaults); the ViTs with the
+    course recipe (AdamW, lr 0.01, weight decay 0.05, gradient clipping at 1.0); torchvision
+    models fine-tune with SGD at lr 0.01 and, from pretrained weights, the backbone at a tenth.
     """
-    if cfg.model in ("vit", "msvit"):
-        return dict(_VIT_RECIPE)
-    if cfg.model == "resnet18" or cfg.model.startswith(TORCHVISION_PREFIX):
-        pretrained = cfg.pretrained or cfg.weights is not None
-        return {"lr": 0.01, "weight_decay": 1e-4, "backbone_lr_scale": 0.1 if pretrained else 1.0}
-    return {}
+    spec = model_spec(cfg.model)
+    defaults = dict(spec.optim)
+    if spec.pretrained is not None and (cfg.pretrained or cfg.weights is not None):
+        defaults |= spec.pretrained.optim
+    return defaults
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -193,19 +261,19 @@ def count_parameters(model: nn.Module) -> int:
 def count_flops(model: nn.Module, image_size: int) -> int:
     """Forward FLOPs (2 per multiply-add) for one image, with torch.utils.flop_counter.
 
+    The model counts in eval mode, and every submodule gets its own mode back afterwards.
     Attention runs on the manual path while counting: the counter does not see inside the CPU
     kernel of F.scaled_dot_product_attention, and both paths do the same matrix products.
     """
     attentions = [m for m in model.modules() if isinstance(m, Attention)]
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    try:
-        for m in attentions:
-            m.fused = False
-        with FlopCounterMode(display=False) as counter:
-            model(torch.rand(1, 3, image_size, image_size, device=device))
-    finally:
-        for m in attentions:
-            m.fused = True
-        model.train(was_training)
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        try:
+            for m in attentions:
+                m.fused = False
+            with FlopCounterMode(display=False) as counter:
+                model(torch.rand(1, 3, image_size, image_size, device=device))
+        finally:
+            for m in attentions:
+                m.fused = True
     return counter.get_total_flops()
