@@ -12,11 +12,17 @@ from scenelab.attack import (
     random_target,
 )
 from scenelab.config import ModelConfig
+from scenelab.evaluation import evaluate
 from scenelab.models import Normalize, SimpleNet, build_model
-
-torchattacks = pytest.importorskip("torchattacks")
+from scenelab.modes import eval_mode
 
 EPS, ALPHA = 8 / 255, 2 / 255
+
+
+@pytest.fixture
+def torchattacks():
+    """The reference library: only the tests that compare against it skip without it."""
+    return pytest.importorskip("torchattacks")
 
 
 @pytest.fixture
@@ -71,16 +77,22 @@ def _theirs(attack, targeted: bool):
 
 
 @pytest.mark.parametrize("targeted", [False, True])
-def test_pgd_and_fgsm_equal_torchattacks_without_random_start(cnn, images, labels, targeted):
+def test_pgd_and_fgsm_equal_torchattacks_without_random_start(
+    cnn, images, labels, targeted, torchattacks
+):
     target = least_likely_target(cnn(images), labels) if targeted else None
     wanted = target if targeted else labels
     ta = torchattacks
     cases = [
-        (dict(norm="linf", eps=EPS, alpha=ALPHA, steps=10),
-         ta.PGD(cnn, eps=EPS, alpha=ALPHA, steps=10, random_start=False)),
-        (dict(norm="l2", eps=0.5, alpha=0.1, steps=10),
-         ta.PGDL2(cnn, eps=0.5, alpha=0.1, steps=10, random_start=False)),
-    ]  # fmt: skip
+        (
+            dict(norm="linf", eps=EPS, alpha=ALPHA, steps=10),
+            ta.PGD(cnn, eps=EPS, alpha=ALPHA, steps=10, random_start=False),
+        ),
+        (
+            dict(norm="l2", eps=0.5, alpha=0.1, steps=10),
+            ta.PGDL2(cnn, eps=0.5, alpha=0.1, steps=10, random_start=False),
+        ),
+    ]
     for kwargs, attack in cases:
         ours = pgd(cnn, images, labels, target=target, random_start=False, **kwargs)
         theirs = _theirs(attack, targeted)(images, wanted)
@@ -90,7 +102,9 @@ def test_pgd_and_fgsm_equal_torchattacks_without_random_start(cnn, images, label
     torch.testing.assert_close(ours, theirs)
 
 
-def test_least_likely_targets_match_torchattacks_and_are_never_the_true_class(cnn, images):
+def test_least_likely_targets_match_torchattacks_and_are_never_the_true_class(
+    cnn, images, torchattacks
+):
     logits = cnn(images)
     y = logits.argmin(1)  # the true class is the least likely: the case the exclusion is for
     target = least_likely_target(logits, y)
@@ -172,10 +186,67 @@ def test_course_attack_in_pixels_equals_the_template_in_normalised_units(cnn, im
     expected = out * norm.std + norm.mean  # back to pixels
     eps, alpha = course_units(0.1, cnn), course_units(0.01, cnn)
     assert torch.allclose(eps.flatten(), 0.1 * torch.tensor([0.229, 0.224, 0.225]).double())
-    ours = pgd(cnn, images, target, eps=eps, alpha=alpha, steps=10, target=target,
-               random_start=False, clamp=False)  # fmt: skip
+    ours = pgd(
+        cnn,
+        images,
+        target,
+        eps=eps,
+        alpha=alpha,
+        steps=10,
+        target=target,
+        random_start=False,
+        clamp=False,
+    )
     torch.testing.assert_close(ours, expected)
 
 
 def test_input_std_is_one_without_a_normalisation_layer():
     assert torch.equal(input_std(nn.Linear(3, 2)), torch.ones(3, 1, 1))
+
+
+def _mixed_modes() -> nn.Sequential:
+    """A training model with one submodule in eval mode of its own."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).train()
+    model[1].eval()
+    return model
+
+
+def _modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+def test_eval_mode_gives_every_submodule_its_own_mode_back_even_on_errors():
+    model = _mixed_modes()
+    before = _modes(model)
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        assert not any(_modes(model))
+        raise RuntimeError("boom")
+    assert _modes(model) == before
+
+
+class _Exploding(nn.Module):
+    """Records the modes its model is evaluated in, then fails on the `fail_at`-th batch."""
+
+    def __init__(self, model: nn.Module, fail_at: int | None) -> None:
+        super().__init__()
+        self.model, self.fail_at, self.seen = model, fail_at, []
+
+    def forward(self, x):
+        self.seen.append(_modes(self))
+        if len(self.seen) == self.fail_at:
+            raise RuntimeError("forward failed")
+        return self.model(x)
+
+
+@pytest.mark.parametrize("fail_at", [None, 2])
+def test_evaluate_restores_each_submodules_mode_even_when_the_forward_raises(fail_at):
+    model = _Exploding(_mixed_modes(), fail_at)
+    before = _modes(model)
+    loader = [(torch.rand(4, 4), torch.randint(0, 3, (4,))) for _ in range(3)]
+    if fail_at is None:
+        evaluate(model, loader, device=torch.device("cpu"))
+    else:
+        with pytest.raises(RuntimeError, match="forward failed"):
+            evaluate(model, loader, device=torch.device("cpu"))
+    assert model.seen and not any(any(seen) for seen in model.seen)  # all in eval mode
+    assert _modes(model) == before

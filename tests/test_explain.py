@@ -20,7 +20,11 @@ from scenelab.explain_score import applicable_methods
 from scenelab.metrics import mask_energy, pointing_game, rank_correlation
 from scenelab.models import MODELS, SimpleNet, VisionTransformer, build_model
 
-captum_attr = pytest.importorskip("captum.attr")
+
+@pytest.fixture
+def captum_attr():
+    """The reference library: only the tests that compare against it skip without it."""
+    return pytest.importorskip("captum.attr")
 
 
 @pytest.fixture
@@ -35,8 +39,16 @@ def images():
 
 
 def _vit():
-    return VisionTransformer(5, img_size=32, patch_size=8, embed_dim=16, num_heads=2, depth=2,
-                             window_size=2, window_block_indexes=(1,)).double()  # fmt: skip
+    return VisionTransformer(
+        5,
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        num_heads=2,
+        depth=2,
+        window_size=2,
+        window_block_indexes=(1,),
+    ).double()
 
 
 METHODS = {
@@ -59,7 +71,7 @@ def test_course_saliency_is_the_gradient_of_the_predicted_label_loss(cnn, images
         torch.testing.assert_close(maps[i], grad[0].abs().amax(0))
 
 
-def test_logit_objective_equals_captum_saliency_and_differs_from_the_loss(cnn, images):
+def test_logit_objective_equals_captum_saliency_and_differs_from_the_loss(cnn, images, captum_attr):
     target = predict(cnn, images)
     ours = saliency(cnn, images, objective="logit")
     theirs = captum_attr.Saliency(cnn.eval()).attribute(images, target=target).amax(1)
@@ -67,7 +79,7 @@ def test_logit_objective_equals_captum_saliency_and_differs_from_the_loss(cnn, i
     assert not torch.allclose(ours, saliency(cnn, images))
 
 
-def test_channel_reductions(cnn, images):
+def test_channel_reductions(cnn, images, captum_attr):
     target = predict(cnn, images)
     grad = captum_attr.Saliency(cnn.eval()).attribute(images, target=target, abs=False)
     torch.testing.assert_close(
@@ -78,7 +90,7 @@ def test_channel_reductions(cnn, images):
     )
 
 
-def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, images):
+def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, images, captum_attr):
     # float32: captum draws its noise in float32 whatever the input's dtype.
     cnn, images = cnn.float(), images.float()
     target = predict(cnn, images)
@@ -92,7 +104,7 @@ def test_smoothgrad_equals_captum_noise_tunnel_with_the_same_noise(cnn, images):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)  # in chunks of 3 images
 
 
-def test_integrated_gradients_equals_captum(cnn, images):
+def test_integrated_gradients_equals_captum(cnn, images, captum_attr):
     target = predict(cnn, images)
     baseline = torch.full_like(images, 0.5)
     ours = integrated_gradients(cnn, images, steps=12, baseline=baseline, batch_size=8)
@@ -102,7 +114,7 @@ def test_integrated_gradients_equals_captum(cnn, images):
 
 
 @pytest.mark.parametrize("name", ["simplenet", "resnet_bn"])
-def test_grad_cam_equals_captum_layer_grad_cam(name):
+def test_grad_cam_equals_captum_layer_grad_cam(name, captum_attr):
     model = build_model(ModelConfig(model=name), 5).double().eval()
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     layer = default_cam_layer(model, x)
@@ -132,7 +144,7 @@ def test_an_images_map_does_not_depend_on_the_rest_of_the_batch(cnn, images, met
     torch.testing.assert_close(alone[0], together[1])
 
 
-def test_explicit_targets_are_used(cnn, images):
+def test_explicit_targets_are_used(cnn, images, captum_attr):
     target = torch.tensor([0, 1, 2])
     ours = saliency(cnn, images, target, objective="logit")
     theirs = captum_attr.Saliency(cnn.eval()).attribute(images, target=target).amax(1)
@@ -152,8 +164,9 @@ def test_methods_refuse_the_wrong_family(cnn, images):
 
 
 def test_attention_rollout_known_answer_for_one_block():
-    vit = VisionTransformer(5, img_size=16, patch_size=8, embed_dim=8, num_heads=2, depth=1,
-                            window_block_indexes=()).double()  # fmt: skip
+    vit = VisionTransformer(
+        5, img_size=16, patch_size=8, embed_dim=8, num_heads=2, depth=1, window_block_indexes=()
+    ).double()
     x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     (attn,) = vit.attention_maps(x)  # (2, 2, 4, 4)
     a = 0.5 * attn.mean(1) + 0.5 * torch.eye(4, dtype=torch.float64)

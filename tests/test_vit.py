@@ -99,12 +99,23 @@ def test_attention_maps_cover_every_block():
     torch.testing.assert_close(maps[3], vit.blocks[3].attention_weights(tokens))
 
 
+def test_attention_maps_give_each_submodule_its_own_mode_back():
+    vit = VisionTransformer(5, img_size=32, patch_size=8, embed_dim=16, num_heads=2, depth=4)
+    vit.blocks[0].eval()  # a submodule in its own mode must keep it
+    before = [m.training for m in vit.modules()]
+    vit.attention_maps(torch.rand(1, 3, 32, 32))
+    assert [m.training for m in vit.modules()] == before
+
+
 def test_multiscale_vit_scales_windows_to_each_branch_grid():
     model = MultiScaleViT(10, img_size=128)
     assert [b.patch_embed.proj.stride[0] for b in model.branches] == [4, 8, 16]
     assert [b.blocks[1].window_size for b in model.branches] == [16, 8, 4]
-    assert all(isinstance(b, VisionTransformer) and isinstance(b.head, torch.nn.Identity)
-               for b in model.branches)  # fmt: skip
+    branches_are_headless_vits = (
+        isinstance(b, VisionTransformer) and isinstance(b.head, torch.nn.Identity)
+        for b in model.branches
+    )
+    assert all(branches_are_headless_vits)
     assert model.head.in_features == 3 * 96
     with pytest.raises(ValueError, match="must each divide the largest"):
         MultiScaleViT(10, patch_sizes=(6, 16))
@@ -114,8 +125,9 @@ def test_vit_trains_on_an_easy_task():
     torch.manual_seed(0)
     x = torch.rand(32, 3, 32, 32)
     y = (x[:, 0].mean((1, 2)) > x[:, 2].mean((1, 2))).long()  # red vs blue
-    vit = VisionTransformer(2, img_size=32, patch_size=8, embed_dim=32, num_heads=2, depth=2,
-                            window_block_indexes=(1,))  # fmt: skip
+    vit = VisionTransformer(
+        2, img_size=32, patch_size=8, embed_dim=32, num_heads=2, depth=2, window_block_indexes=(1,)
+    )
     opt = torch.optim.AdamW(vit.parameters(), lr=3e-3)
     for _ in range(60):
         loss = torch.nn.functional.cross_entropy(vit(x), y)

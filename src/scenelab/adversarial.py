@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attack import eval_mode, least_likely_target, pgd
+from .attack import least_likely_target, pgd
 from .config import ADV_DEFAULTS, AdvConfig
+from .modes import eval_mode
 from .runtime import unwrap
 
 Objective = Callable[[nn.Module, Tensor, Tensor, float], tuple[Tensor, Tensor]]
@@ -59,9 +60,17 @@ class AdversarialObjective:
         if cfg.adv_target == "least-likely":
             with eval_mode(model), torch.no_grad():
                 target = least_likely_target(model(x), y)
-        return pgd(model, x, y, eps=eps, alpha=self.step_at(eps), steps=cfg.steps,
-                   target=target, random_start=ADV_DEFAULTS[cfg.adv_train]["random_start"],
-                   eval_model=cfg.adv_bn_mode == "eval")  # fmt: skip
+        return pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            alpha=self.step_at(eps),
+            steps=cfg.steps,
+            target=target,
+            random_start=ADV_DEFAULTS[cfg.adv_train]["random_start"],
+            eval_model=cfg.adv_bn_mode == "eval",
+        )
 
     def _ce(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
@@ -103,7 +112,15 @@ class AdversarialObjective:
         def divergence(adv_logits: Tensor, _: Tensor) -> Tensor:
             return F.kl_div(adv_logits.log_softmax(1), p_clean, reduction="sum")
 
-        x_adv = pgd(model, x, y, eps=eps, alpha=self.step_at(eps), steps=cfg.steps,
-                    eval_model=cfg.adv_bn_mode == "eval", loss_fn=divergence)  # fmt: skip
+        x_adv = pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            alpha=self.step_at(eps),
+            steps=cfg.steps,
+            eval_model=cfg.adv_bn_mode == "eval",
+            loss_fn=divergence,
+        )
         robust = F.kl_div(model(x_adv).log_softmax(1), logits.softmax(1), reduction="batchmean")
         return self._ce(logits, y) + cfg.trades_beta * robust, logits

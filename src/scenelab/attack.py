@@ -10,9 +10,10 @@ parameter `.grad` is untouched, and the model runs in eval mode and gets its mod
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from .metrics import RunningSums, correct_topk
 from .models.layers import Normalize
+from .modes import eval_mode
 from .tracking import Console
 
 Norm = Literal["linf", "l2"]
@@ -28,18 +30,8 @@ Norm = Literal["linf", "l2"]
 TargetFn = Callable[[Tensor, Tensor], Tensor]
 # (model, images, true labels, targets or None) -> adversarial images
 Perturb = Callable[[nn.Module, Tensor, Tensor, Tensor | None], Tensor]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run `model` in eval mode, then give every submodule its own previous mode back."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
+# (logits, labels) -> the loss, summed over the batch
+LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_pixels(x: Tensor) -> None:
@@ -154,7 +146,21 @@ def threat_model(norm: Norm, eps: float | Tensor) -> LinfBall | L2Ball:
     raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
-def _pgd_once(model, x, y, ball, alpha, steps, target, retarget, random_start, clamp, loss_fn):
+def _pgd_once(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    ball: LinfBall | L2Ball,
+    alpha: float | Tensor,
+    steps: int,
+    target: Tensor | None,
+    retarget: TargetFn | None,
+    random_start: bool,
+    clamp: bool,
+    loss_fn: LossFn,
+) -> Tensor:
+    """One PGD run from one (random or clean) start: the adversarial images, detached."""
     targeted = target is not None or retarget is not None
     sign = -1.0 if targeted else 1.0  # targeted: descend the target's loss; else ascend y's
     x_adv = ball.random_start(x) if random_start else x.clone()
@@ -205,7 +211,7 @@ def pgd(
     restarts: int = 1,
     clamp: bool = True,
     eval_model: bool = True,
-    loss_fn: Callable[[Tensor, Tensor], Tensor] = _cross_entropy,
+    loss_fn: LossFn = _cross_entropy,
 ) -> Tensor:
     """Projected gradient descent (Madry et al. 2018): adversarial images like `x`.
 
@@ -220,14 +226,26 @@ def pgd(
     ascends a divergence instead).
     """
     check_pixels(x)
-    ball = threat_model(norm, eps)
-    args = (ball, alpha, steps, target, retarget, random_start, clamp, loss_fn)
+    attack_once = partial(
+        _pgd_once,
+        model,
+        x,
+        y,
+        ball=threat_model(norm, eps),
+        alpha=alpha,
+        steps=steps,
+        target=target,
+        retarget=retarget,
+        random_start=random_start,
+        clamp=clamp,
+        loss_fn=loss_fn,
+    )
     with eval_mode(model) if eval_model else nullcontext(), torch.enable_grad():
-        best = _pgd_once(model, x, y, *args)
+        best = attack_once()
         if restarts > 1:
             strength = _strength(model, best, y, target, retarget)
             for _ in range(restarts - 1):
-                x_adv = _pgd_once(model, x, y, *args)
+                x_adv = attack_once()
                 s = _strength(model, x_adv, y, target, retarget)
                 better = s > strength
                 best = torch.where(better[:, None, None, None], x_adv, best)
@@ -247,8 +265,18 @@ def fgsm(
 ) -> Tensor:
     """Fast gradient sign method (Goodfellow et al. 2015): one step of size `eps` (for L2, the
     fast gradient method: one step along the normalised gradient)."""
-    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, norm=norm, target=target,
-               random_start=False, clamp=clamp)  # fmt: skip
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        alpha=eps,
+        steps=1,
+        norm=norm,
+        target=target,
+        random_start=False,
+        clamp=clamp,
+    )
 
 
 @dataclass
@@ -312,8 +340,8 @@ def evaluate_attack(
     progress.close()
     keys = ["clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "linf", "l2"]
     sums.all_reduce(keys + ["success"] * ("success" in sums.sums), device)  # DDP: all shares
-    means = sums.means({k: 100.0 for k in ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5",
-                                            "success")})  # fmt: skip
+    percents = ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "success")
+    means = sums.means(dict.fromkeys(percents, 100.0))
     examples = {k: torch.cat([b[k] for b in kept])[:keep] for k in kept[0]} if kept else {}
     return AttackResult(
         images=sums.count,

@@ -2,7 +2,8 @@
 
 The run report and the comparison build one list of blocks and render both files from it, so
 the two never disagree. Pictures and links are paths relative to the document's folder, so the
-folder can be moved, zipped or opened from disk without a server.
+folder can be moved, zipped or opened from disk without a server. `format_table` renders the
+same kind of table as plain text for the terminal.
 """
 
 import html
@@ -87,8 +88,8 @@ def _markdown_block(block: Block) -> str:
         case Text(text):
             return text
         case Table(header, rows):
-            lines = ["| " + " | ".join(map(_md_cell, header)) + " |",
-                     "|---|" + "--:|" * (len(header) - 1)]  # fmt: skip
+            rule = "|---|" + "--:|" * (len(header) - 1)
+            lines = ["| " + " | ".join(map(_md_cell, header)) + " |", rule]
             return "\n".join(lines + ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows])
         case Figure(src, alt):
             return f"![{alt}]({quote(src)})"
@@ -142,3 +143,17 @@ def to_html(title: str, blocks: list[Block]) -> str:
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
+
+
+def format_table(header: list[str], rows: list[list], *, left: tuple[int, ...] = (0,)) -> str:
+    """A plain-text table: the columns in `left` left-aligned (text), the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(c).ljust(w) if i in left else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

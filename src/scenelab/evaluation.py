@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from .attack import AttackResult, evaluate_attack, pgd
 from .config import RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
+from .modes import eval_mode
 from .runtime import Precision, all_reduce_, release_cached_memory
 
 
@@ -42,21 +43,19 @@ def evaluate(
     larger than what training needed. In DDP, each process evaluates its share of the split
     (give `model` without its DDP wrapper) and the results are summed over all processes.
     """
-    was_training = model.training
-    model.eval()
     sums, confusion = RunningSums(), None
     if num_classes:
         confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     precision = precision or Precision(device)
-    for x, y in loader:
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with precision.autocast():
-            logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
-        sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
-        if num_classes:
-            confusion += confusion_matrix(logits.argmax(1), y, num_classes)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in loader:
+            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            y = y.to(device, non_blocking=True)
+            with precision.autocast():
+                logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
+            sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
+            if num_classes:
+                confusion += confusion_matrix(logits.argmax(1), y, num_classes)
     metrics: dict[str, Any] = sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT)
     if num_classes:
         metrics["confusion"] = all_reduce_(confusion).cpu()

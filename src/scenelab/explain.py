@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attack import check_pixels, eval_mode
+from .attack import check_pixels
 from .config import ExplainConfig
 from .models import MultiScaleViT, Normalize, VisionTransformer
+from .modes import eval_mode
 
 Reduce = Literal["max", "sum", "l2"]
 Objective = Literal["loss", "logit"]
@@ -109,12 +110,13 @@ def smoothgrad(
     noisy = x.repeat_interleave(samples, 0)  # (B * samples, 3, H, W), image-major
     noisy = noisy + torch.normal(0, torch.full_like(noisy, stdev))
     targets = target.repeat_interleave(samples)
+    starts = range(0, len(noisy), batch_size)
     with eval_mode(model):
-        grad = torch.cat([
-            input_gradient(model, noisy[i : i + batch_size], targets[i : i + batch_size],
-                           objective).abs_()
-            for i in range(0, len(noisy), batch_size)
-        ])  # fmt: skip
+        parts = [
+            input_gradient(model, noisy[i : i + batch_size], targets[i : i + batch_size], objective)
+            for i in starts
+        ]
+    grad = torch.cat(parts).abs_()
     return reduce_channels(grad.view(len(x), samples, *x.shape[1:]).mean(1), reduce)
 
 
@@ -268,11 +270,19 @@ def compute_maps(
     if cfg.method == "saliency":
         return saliency(model, x, target, objective=cfg.objective, reduce=cfg.reduce)
     if cfg.method == "smoothgrad":
-        return smoothgrad(model, x, target, samples=cfg.samples, stdev=cfg.stdev,
-                          objective=cfg.objective, reduce=cfg.reduce)  # fmt: skip
+        return smoothgrad(
+            model,
+            x,
+            target,
+            samples=cfg.samples,
+            stdev=cfg.stdev,
+            objective=cfg.objective,
+            reduce=cfg.reduce,
+        )
     if cfg.method == "integrated_gradients":
-        return integrated_gradients(model, x, target, steps=cfg.steps, baseline=cfg.baseline,
-                                    reduce=cfg.reduce)  # fmt: skip
+        return integrated_gradients(
+            model, x, target, steps=cfg.steps, baseline=cfg.baseline, reduce=cfg.reduce
+        )
     if cfg.method == "grad_cam":
         return grad_cam(model, x, target, layer=cfg.layer)
     if cfg.method == "attention_rollout":

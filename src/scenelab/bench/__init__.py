@@ -1,9 +1,10 @@
 """Benchmarks that compare implementations in one run: times, peak memory and their ratios.
 
 The shared harness lives here: timed training steps, peak memory measured in fresh processes
-(so one variant's allocations cannot hide another's), ratios and plain-text tables. `conv`
-compares nn.Conv2d with the hand-written UnfoldConv2d; `models` measures every registry model;
-`explain` and `attack` time our saliency methods and attacks against captum's and torchattacks'.
+(so one variant's allocations cannot hide another's) and ratios; the plain-text tables come
+from `document.format_table`. `conv` compares nn.Conv2d with the hand-written UnfoldConv2d;
+`models` measures every registry model; `explain` and `attack` time our saliency methods and
+attacks against captum's and torchattacks'.
 """
 
 import statistics
@@ -95,17 +96,3 @@ def fresh_peak_memory(
 
 def ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}x" if reference > 0 else "n/a"
-
-
-def format_table(header: list[str], rows: list[list], *, left: tuple[int, ...] = (0,)) -> str:
-    """A plain-text table: the columns in `left` left-aligned (text), the others right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [
-            str(c).ljust(w) if i in left else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

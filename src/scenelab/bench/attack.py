@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from ..attack import fgsm, least_likely_target, pgd
-from . import format_table, model_and_images, paired_ms, ratio
+from ..document import format_table
+from . import model_and_images, paired_ms, ratio
 from .config import AttackBenchConfig
 
 L2_EPS = 0.5
@@ -46,8 +47,9 @@ def _cases(model, cfg: AttackBenchConfig) -> dict[str, tuple[Callable, Callable]
     def ours_least_likely(x, y):
         with torch.no_grad():
             target = least_likely_target(model(x), y)
-        return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, target=target,
-                   random_start=False)  # fmt: skip
+        return pgd(
+            model, x, y, eps=eps, alpha=alpha, steps=steps, target=target, random_start=False
+        )
 
     least_likely = ta.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)
     least_likely.set_mode_targeted_least_likely(quiet=True)
@@ -67,7 +69,7 @@ def _cases(model, cfg: AttackBenchConfig) -> dict[str, tuple[Callable, Callable]
                 steps=steps,
                 norm="l2",
                 random_start=False,
-            ),  # fmt: skip
+            ),
             ta.PGDL2(model, eps=L2_EPS, alpha=L2_EPS / 4, steps=steps, random_start=False),
         ),
         "FGSM linf": (lambda x, y: fgsm(model, x, y, eps=eps), ta.FGSM(model, eps=eps)),
@@ -81,16 +83,32 @@ def attack_times(cfg: AttackBenchConfig, device: torch.device) -> list[AttackTim
     timings = []
     for case, (ours, theirs) in _cases(model, cfg).items():
         diff: Tensor = (ours(x, y) - theirs(x, y)).abs()
-        ours_ms, theirs_ms = paired_ms(lambda xy, f=ours: f(*xy), lambda xy, f=theirs: f(*xy),
-                                       (x, y), cfg.repeats, device)  # fmt: skip
+        ours_ms, theirs_ms = paired_ms(
+            lambda xy, f=ours: f(*xy), lambda xy, f=theirs: f(*xy), (x, y), cfg.repeats, device
+        )
         share = (diff > 1e-6).double().mean().item()
         timings.append(AttackTiming(case, ours_ms, theirs_ms, diff.max().item(), share))
     return timings
 
 
 def table(timings: list[AttackTiming]) -> str:
-    rows = [[t.case, f"{t.ours_ms:.1f}", f"{t.theirs_ms:.1f}", ratio(t.ours_ms, t.theirs_ms),
-             f"{t.max_diff:.2g}", f"{100 * t.differing:.3f}"] for t in timings]  # fmt: skip
-    header = ["attack", "scenelab ms", "torchattacks ms", "scenelab/torchattacks",
-              "max |diff|", "pixels differing %"]  # fmt: skip
+    rows = [
+        [
+            t.case,
+            f"{t.ours_ms:.1f}",
+            f"{t.theirs_ms:.1f}",
+            ratio(t.ours_ms, t.theirs_ms),
+            f"{t.max_diff:.2g}",
+            f"{100 * t.differing:.3f}",
+        ]
+        for t in timings
+    ]
+    header = [
+        "attack",
+        "scenelab ms",
+        "torchattacks ms",
+        "scenelab/torchattacks",
+        "max |diff|",
+        "pixels differing %",
+    ]
     return format_table(header, rows)

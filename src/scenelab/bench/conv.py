@@ -18,9 +18,10 @@ from torch import nn
 
 from .. import runtime
 from ..config import ModelConfig, OptimConfig
+from ..document import format_table
 from ..models import CONV_LAYERS, build_model
 from ..optim import build_optimizer
-from . import format_table, fresh_peak_memory, random_batch, ratio, timed_steps
+from . import fresh_peak_memory, random_batch, ratio, timed_steps
 from .config import ConvBenchConfig
 
 
@@ -150,10 +151,16 @@ def step_table(results: dict[str, tuple[float, float]], batch_size: int) -> str:
     (the default nn.Conv2d) and, for UnfoldConv2d, to nn.Conv2d with oneDNN off."""
     base_ms, base_mb = results[VARIANTS[0].label]
     rows = [
-        [label, f"{ms:.1f}", f"{batch_size / ms * 1e3:.1f}", f"{mb:.0f}",
-         ratio(ms, base_ms), ratio(mb, base_mb)]
+        [
+            label,
+            f"{ms:.1f}",
+            f"{batch_size / ms * 1e3:.1f}",
+            f"{mb:.0f}",
+            ratio(ms, base_ms),
+            ratio(mb, base_mb),
+        ]
         for label, (ms, mb) in results.items()
-    ]  # fmt: skip
+    ]
     table = format_table(["variant", "ms/step", "img/s", "peak MiB", "time", "memory"], rows)
     lines = [table, "", "time and memory relative to nn.Conv2d (default settings)"]
     pairs = [(v.label, v.label.replace("UnfoldConv2d", "nn.Conv2d")) for v in VARIANTS[2:]]
@@ -170,7 +177,7 @@ def layer_table(timings: list[LayerTiming]) -> str:
     rows = []
     for t in timings:
         (nf, nb), (uf, ub) = t.native_ms, t.unfold_ms
-        rows.append([t.name, t.shape, f"{nf:.2f}", f"{nb:.2f}", f"{uf:.2f}", f"{ub:.2f}",
-                     ratio(uf + ub, nf + nb)])  # fmt: skip
+        times = [f"{ms:.2f}" for ms in (nf, nb, uf, ub)]
+        rows.append([t.name, t.shape, *times, ratio(uf + ub, nf + nb)])
     header = ["layer", "shape", "native fwd", "bwd", "unfold fwd", "bwd", "unfold/native"]
     return format_table(header, rows)

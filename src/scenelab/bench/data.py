@@ -13,18 +13,25 @@ from ..config import DataConfig, ModelConfig, OptimConfig
 from ..data import build_dataset, build_loader
 from ..data.cache import cache_images
 from ..data.transforms import resize_size
+from ..document import format_table
 from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Timer
 from ..train import train_one_epoch
-from . import format_table, paired_ms
+from . import paired_ms
 from .config import DataBenchConfig
 
 
 def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:
-    return DataConfig(data=cfg.data, data_root=cfg.data_root, image_size=cfg.image_size,
-                      batch_size=cfg.batch_size, workers=workers, augment=cfg.augment,
-                      batch_augment=cfg.batch_augment)  # fmt: skip
+    return DataConfig(
+        data=cfg.data,
+        data_root=cfg.data_root,
+        image_size=cfg.image_size,
+        batch_size=cfg.batch_size,
+        workers=workers,
+        augment=cfg.augment,
+        batch_augment=cfg.batch_augment,
+    )
 
 
 def measured_images(cfg: DataBenchConfig) -> tuple[Subset, int]:
@@ -51,8 +58,9 @@ def loader_rates(cfg: DataBenchConfig, subset: Subset, device: torch.device) -> 
         loader = build_loader(subset, _data_config(cfg, workers), train=True, device=device)
         batches = iter(loader)
         next(batches)  # warm-up: workers start, first batch
-        rates[workers] = _images_per_second(lambda b=batches: sum(1 for _ in b),
-                                            len(subset) - cfg.batch_size, device)  # fmt: skip
+        rates[workers] = _images_per_second(
+            lambda b=batches: sum(1 for _ in b), len(subset) - cfg.batch_size, device
+        )
     return rates
 
 
@@ -77,15 +85,19 @@ def training_rates(
 
     images = sum(len(y) for _, y in batches)
     # In turns, the median of `repeats` passes each (one pass alone varies by 20-30% here).
-    end_ms, model_ms = paired_ms(lambda _: step(loader), lambda _: step(batches), None,
-                                 cfg.repeats, device)  # fmt: skip
+    end_ms, model_ms = paired_ms(
+        lambda _: step(loader), lambda _: step(batches), None, cfg.repeats, device
+    )
     return images / model_ms * 1e3, images / end_ms * 1e3
 
 
 def table(rates: dict[int, float], model_only: float, end_to_end: float) -> str:
-    rows = [[f"decode + augment, {w} workers", f"{r:.0f}", f"{r / model_only:.2f}x"]
-            for w, r in rates.items()]  # fmt: skip
-    rows += [["training step alone (batches in memory)", f"{model_only:.0f}", "1.00x"],
-             ["training end to end (loader)", f"{end_to_end:.0f}",
-              f"{end_to_end / model_only:.2f}x"]]  # fmt: skip
+    rows = [
+        [f"decode + augment, {w} workers", f"{r:.0f}", f"{r / model_only:.2f}x"]
+        for w, r in rates.items()
+    ]
+    rows += [
+        ["training step alone (batches in memory)", f"{model_only:.0f}", "1.00x"],
+        ["training end to end (loader)", f"{end_to_end:.0f}", f"{end_to_end / model_only:.2f}x"],
+    ]
     return format_table(["measurement", "images/s", "vs model only"], rows)

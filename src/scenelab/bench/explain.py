@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ExplainConfig
+from ..document import format_table
 from ..explain import compute_maps, default_cam_layer, is_vit
 from ..explain_score import applicable_methods
-from . import format_table, model_and_images, paired_ms, ratio
+from . import model_and_images, paired_ms, ratio
 from .config import ExplainBenchConfig
 
 
@@ -61,8 +62,9 @@ def method_times(cfg: ExplainBenchConfig, device: torch.device) -> list[MethodTi
         if is_vit(model) and method == "attention_rollout":
             continue  # captum has no attention rollout
         layer = default_cam_layer(model, x) if method == "grad_cam" else None  # found once
-        ecfg = ExplainConfig(method=method, objective="logit", samples=cfg.samples,
-                             steps=cfg.steps, layer=layer)  # fmt: skip
+        ecfg = ExplainConfig(
+            method=method, objective="logit", samples=cfg.samples, steps=cfg.steps, layer=layer
+        )
         ours, theirs = paired_ms(
             lambda t, e=ecfg: compute_maps(model, x, e, t),
             _captum_method(model, x, cfg, method),
@@ -75,6 +77,8 @@ def method_times(cfg: ExplainBenchConfig, device: torch.device) -> list[MethodTi
 
 
 def table(timings: list[MethodTiming]) -> str:
-    rows = [[t.method, f"{t.ours_ms:.1f}", f"{t.captum_ms:.1f}", ratio(t.ours_ms, t.captum_ms)]
-            for t in timings]  # fmt: skip
+    rows = [
+        [t.method, f"{t.ours_ms:.1f}", f"{t.captum_ms:.1f}", ratio(t.ours_ms, t.captum_ms)]
+        for t in timings
+    ]
     return format_table(["method", "scenelab ms", "captum ms", "scenelab/captum"], rows)

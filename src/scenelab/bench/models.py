@@ -12,9 +12,10 @@ from functools import partial
 import torch
 
 from ..config import ModelConfig, OptimConfig
+from ..document import format_table
 from ..models import MODELS, build_model, count_flops, count_parameters, optim_defaults
 from ..optim import build_optimizer
-from . import format_table, fresh_peak_memory, random_batch, timed_steps
+from . import fresh_peak_memory, random_batch, timed_steps
 from .config import ModelsBenchConfig
 
 
@@ -70,10 +71,17 @@ def table(timings: list[ModelTiming]) -> str:
     """One row per model and size; time relative to SimpleNet at the same size when present."""
     base = {t.image_size: t.ms_per_step for t in timings if t.model == "simplenet"}
     rows = [
-        [t.model, t.image_size, f"{t.params / 1e6:.2f}M", f"{t.gflops:.3f}",
-         f"{t.ms_per_step:.0f}", f"{t.images_per_second:.0f}", f"{t.peak_mb:.0f}",
-         f"{t.ms_per_step / base[t.image_size]:.2f}x" if t.image_size in base else "n/a"]
+        [
+            t.model,
+            t.image_size,
+            f"{t.params / 1e6:.2f}M",
+            f"{t.gflops:.3f}",
+            f"{t.ms_per_step:.0f}",
+            f"{t.images_per_second:.0f}",
+            f"{t.peak_mb:.0f}",
+            f"{t.ms_per_step / base[t.image_size]:.2f}x" if t.image_size in base else "n/a",
+        ]
         for t in timings
-    ]  # fmt: skip
+    ]
     header = ["model", "px", "params", "GFLOPs", "ms/step", "img/s", "peak MiB", "vs simplenet"]
     return format_table(header, rows)

@@ -15,11 +15,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..config import ModelConfig, OptimConfig
+from ..document import format_table
 from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Precision, Timer
 from ..train import train_one_epoch
-from . import format_table, random_batch
+from . import random_batch
 from .config import TrainBenchConfig
 
 SWITCHES = ("plain", "channels_last", "bf16", "accum2", "ema", "compile")
@@ -30,8 +31,10 @@ def parse_variants(text: str) -> list[str]:
     for variant in variants:
         unknown = set(variant.split("+")) - set(SWITCHES)
         if unknown:
-            raise ValueError(f"unknown speed switch {', '.join(sorted(unknown))} in --variants; "
-                             f"choose from {', '.join(SWITCHES)}, joined with +")  # fmt: skip
+            raise ValueError(
+                f"unknown speed switch {', '.join(sorted(unknown))} in --variants; "
+                f"choose from {', '.join(SWITCHES)}, joined with +"
+            )
     return variants if "plain" in variants else ["plain", *variants]
 
 
@@ -86,6 +89,8 @@ def step_times(cfg: TrainBenchConfig, device: torch.device) -> dict[str, float]:
 
 def table(times: dict[str, float], batch_size: int) -> str:
     plain = times["plain"]
-    rows = [[v, f"{s * 1e3:.1f}", f"{batch_size / s:.0f}", f"{plain / s:.2f}x"]
-            for v, s in times.items()]  # fmt: skip
+    rows = [
+        [v, f"{s * 1e3:.1f}", f"{batch_size / s:.0f}", f"{plain / s:.2f}x"]
+        for v, s in times.items()
+    ]
     return format_table(["variant", "ms/step", "img/s", "speed vs plain"], rows)

@@ -24,10 +24,10 @@ from ..attack import (
     pgd,
     pick_target,
 )
-from ..bench import format_table
 from ..checkpoint import load_checkpoint, trained_model
 from ..config import ATTACK_PRESETS, AttackConfig, DataConfig
 from ..data import build_dataset, build_loader, check_classes
+from ..document import format_table
 from ..fields import coerce_fields
 from ..plots import figure_pixels, image_grid, plot_robustness, pyplot
 from ..report import new_folder
@@ -69,9 +69,19 @@ def make_perturb(cfg: AttackConfig, model: nn.Module, eps: float) -> Perturb:
 
     retarget = least_likely if cfg.retarget else None
     return lambda m, x, y, t: pgd(
-        m, x, y, eps=e, alpha=alpha, steps=cfg.steps, norm=cfg.norm, target=t, retarget=retarget,
-        random_start=cfg.random_start, restarts=cfg.restarts, clamp=cfg.clamp,
-    )  # fmt: skip
+        m,
+        x,
+        y,
+        eps=e,
+        alpha=alpha,
+        steps=cfg.steps,
+        norm=cfg.norm,
+        target=t,
+        retarget=retarget,
+        random_start=cfg.random_start,
+        restarts=cfg.restarts,
+        clamp=cfg.clamp,
+    )
 
 
 def _fmt(value: float, units: str, sep: str = "-") -> str:
@@ -153,14 +163,31 @@ def _attack(cfg, model, loader, eps, device, keep=0) -> AttackResult:
 
 
 def _table(results: list[tuple[str, AttackResult]]) -> str:
-    header = ["model", "clean top-1", "top-5", "adv top-1", "top-5", "target hit %",
-              "mean Linf x255", "mean L2", "seconds"]  # fmt: skip
+    header = [
+        "model",
+        "clean top-1",
+        "top-5",
+        "adv top-1",
+        "top-5",
+        "target hit %",
+        "mean Linf x255",
+        "mean L2",
+        "seconds",
+    ]
     rows = [
-        [name, f"{r.clean_acc1:.2f}", f"{r.clean_acc5:.2f}", f"{r.adv_acc1:.2f}",
-         f"{r.adv_acc5:.2f}", "-" if math.isnan(r.success) else f"{r.success:.1f}",
-         f"{r.linf * 255:.2f}", f"{r.l2:.3f}", f"{r.seconds:.1f}"]
+        [
+            name,
+            f"{r.clean_acc1:.2f}",
+            f"{r.clean_acc5:.2f}",
+            f"{r.adv_acc1:.2f}",
+            f"{r.adv_acc5:.2f}",
+            "-" if math.isnan(r.success) else f"{r.success:.1f}",
+            f"{r.linf * 255:.2f}",
+            f"{r.l2:.3f}",
+            f"{r.seconds:.1f}",
+        ]
         for name, r in results
-    ]  # fmt: skip
+    ]
     return format_table(header, rows)
 
 
@@ -210,9 +237,18 @@ def cmd_attack(args: argparse.Namespace) -> int:
         for name, model in models:
             for eps in eps_values:
                 r = _attack(cfg, model, loader, eps, device)
-                rows.append({"model": name, "eps": eps, "adv_acc1": r.adv_acc1,
-                             "adv_acc5": r.adv_acc5, "clean_acc1": r.clean_acc1,
-                             "success": r.success, "linf": r.linf, "l2": r.l2})  # fmt: skip
+                rows.append(
+                    {
+                        "model": name,
+                        "eps": eps,
+                        "adv_acc1": r.adv_acc1,
+                        "adv_acc5": r.adv_acc5,
+                        "clean_acc1": r.clean_acc1,
+                        "success": r.success,
+                        "linf": r.linf,
+                        "l2": r.l2,
+                    }
+                )
                 print(f"{name} eps {_fmt(eps, cfg.units, '/')}: adv top-1 {r.adv_acc1:.2f}%")
         out = new_folder(parent, attack_label(cfg, sweep=True))
         _write_sweep(out, cfg, rows)
@@ -222,8 +258,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         print(f"\nResults: {out}  (robustness.csv, robustness.png; TensorBoard: attack/)")
         refresh_report(run)
         return 0
-    results = [(name, _attack(cfg, model, loader, cfg.eps, device, keep=cfg.num))
-               for name, model in models]  # fmt: skip
+    results = [
+        (name, _attack(cfg, model, loader, cfg.eps, device, keep=cfg.num)) for name, model in models
+    ]
     print("\n" + _table(results))
     out = new_folder(parent, attack_label(cfg))
     plt = pyplot()
@@ -231,10 +268,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     fig.savefig(out / "grid.png", dpi=100)
     grid = figure_pixels(fig)
     plt.close(fig)
-    (out / "metrics.json").write_text(json.dumps({
-        "settings": asdict(cfg), "checkpoint": str(args.checkpoint),
+    metrics = {
+        "settings": asdict(cfg),
+        "checkpoint": str(args.checkpoint),
         "results": {name: r.metrics() for name, r in results},
-    }, indent=2))  # fmt: skip
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with Tracker(run) as tracker:
         tracker.images(f"attack/{out.name}", grid, 0)
     print(f"\nResults: {out}  (metrics.json, grid.png; TensorBoard: attack/)")
@@ -246,7 +285,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="adversarial examples and robust accuracy; --eps-sweep")
     add_checkpoint_flags(p, "attack")
     p.add_argument("--config", help="YAML recipe of attack settings; flags override it")
-    p.add_argument("--compare-checkpoint", nargs="+", metavar="PATH",
-                   help="attack other models on the same images, side by side")  # fmt: skip
+    p.add_argument(
+        "--compare-checkpoint",
+        nargs="+",
+        metavar="PATH",
+        help="attack other models on the same images, side by side",
+    )
     add_config_flags(p, AttackConfig, DataConfig)
     p.set_defaults(func=cmd_attack)

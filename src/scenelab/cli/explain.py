@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from .. import runtime
-from ..bench import format_table
 from ..checkpoint import fresh_model, load_checkpoint, trained_model
 from ..config import DataConfig, ExplainConfig, RunConfig
 from ..data import DatasetError, build_dataset, build_loader, check_classes
 from ..data.decode import decode_rgb
 from ..data.transforms import eval_transform
+from ..document import format_table
 from ..explain import compute_maps, method_label, predict, red_overlay
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
 from ..plots import explain_grid, figure_pixels, pyplot
@@ -78,8 +78,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     titles = [f"{t} / predicted {classes[p]}" for t, p in zip(truths, preds.tolist(), strict=True)]
     out = new_folder(parent, method_label(ecfg))
     grid = _write_pictures(out, images, maps, overlays, titles, [classes[p] for p in preds])
-    torch.save({"maps": maps.cpu(), "predicted": preds.cpu(), "config": asdict(ecfg)},
-               out / "maps.pt")  # fmt: skip
+    torch.save(
+        {"maps": maps.cpu(), "predicted": preds.cpu(), "config": asdict(ecfg)}, out / "maps.pt"
+    )
     print(f"{ecfg.method}: {len(images)} images, maps in [{maps.min():.3g}, {maps.max():.3g}]")
     print(f"\nResults: {out}  (grid.png, one PNG per image, maps.pt; TensorBoard: explain/)")
     with Tracker(run) as tracker:
@@ -116,11 +117,17 @@ def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path,
     console = Console(sys.stdout, log_every=max(1, len(loader) // 4))
     scores = score_methods(model, randomised, loader, ecfg, device=device, console=console)
     rows = [
-        [s.method, f"{s.pointing_game:.1f}", f"{s.mask_energy:.1f}", f"{s.chance_energy:.1f}",
-         f"{s.randomised_rank_corr:.2f}", "pass" if s.passes_sanity else "FAIL",
-         f"{s.seconds:.1f}"]
+        [
+            s.method,
+            f"{s.pointing_game:.1f}",
+            f"{s.mask_energy:.1f}",
+            f"{s.chance_energy:.1f}",
+            f"{s.randomised_rank_corr:.2f}",
+            "pass" if s.passes_sanity else "FAIL",
+            f"{s.seconds:.1f}",
+        ]
         for s in scores
-    ]  # fmt: skip
+    ]
     header = ["method", "pointing %", "energy %", "chance %", "rank corr", "sanity", "seconds"]
     print("\n" + format_table(header, rows))
     out = new_folder(parent, "score")

@@ -2,8 +2,8 @@
 
 import argparse
 
-from ..bench import format_table
 from ..config import ModelConfig, OptimConfig
+from ..document import format_table
 from ..models import (
     DESCRIPTIONS,
     MODELS,
@@ -26,8 +26,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in MODELS:
         model = build_model(ModelConfig(model=name), args.num_classes, args.image_size)
         flops = count_flops(model, args.image_size)
-        rows.append([name, f"{count_parameters(model):,}", f"{flops / 1e9:.3f}", _optimiser(name),
-                     DESCRIPTIONS[name]])  # fmt: skip
+        params, gflops = f"{count_parameters(model):,}", f"{flops / 1e9:.3f}"
+        rows.append([name, params, gflops, _optimiser(name), DESCRIPTIONS[name]])
     print(
         f"Models at {args.image_size} px with {args.num_classes} classes (FLOPs: forward pass "
         "of one image, 2 per multiply-add, counted by torch.utils.flop_counter)\n"

@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..bench import format_table
 from ..compare import load_run, table_cells, write_comparison
+from ..document import format_table
 from ..report import new_folder, write_report
 from ..tracking import RunDir
 
@@ -26,9 +26,12 @@ def refresh_report(run: RunDir) -> None:
         return  # a checkpoint outside a run folder: there is no report to refresh
     try:
         html, _ = write_report(run.root)
-    except Exception as e:  # noqa: BLE001: the command's own results are safe on disk
-        print(f"warning: could not rebuild the report ({type(e).__name__}: {e}); the results "
-              f"are saved; retry with: scenelab report {run.root}", file=sys.stderr)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the command's own results are safe on disk
+        print(
+            f"warning: could not rebuild the report ({type(e).__name__}: {e}); the results "
+            f"are saved; retry with: scenelab report {run.root}",
+            file=sys.stderr,
+        )
         return
     print(f"Report: {html}")
 
@@ -52,7 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="results table and validation curves across runs")
     p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
-    p.add_argument("--out", help="where the new compare-<time>/ folder goes (default: beside "
-                   "the first run)")  # fmt: skip
+    p.add_argument(
+        "--out", help="where the new compare-<time>/ folder goes (default: beside the first run)"
+    )
     p.add_argument("--at-epoch", type=int, help="read every run at this epoch")
     p.set_defaults(func=cmd_compare)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..modes import eval_mode
 from .layers import DropPath, Mlp, Normalize, PatchEmbed
 
 
@@ -207,14 +208,12 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def attention_maps(self, x: Tensor) -> list[Tensor]:
         """Each block's attention (B, h, N, N) over the token grid for images in [0, 1], in eval
-        mode (no stochastic depth); the model's mode is restored."""
-        was_training = self.training
-        self.eval()
-        maps, x = [], self.tokens(self.normalize(x))
-        for block in self.blocks:
-            maps.append(block.attention_weights(x))
-            x = block(x)
-        self.train(was_training)
+        mode (no stochastic depth); every submodule gets its own mode back."""
+        with eval_mode(self):
+            maps, x = [], self.tokens(self.normalize(x))
+            for block in self.blocks:
+                maps.append(block.attention_weights(x))
+                x = block(x)
         return maps
 
 
