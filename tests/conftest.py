@@ -77,8 +77,9 @@ def run(tmp_path_factory) -> Path:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "faults: the fault suite (make faults): kills, signals, "
-                            "corrupt files")  # fmt: skip
+    config.addinivalue_line(
+        "markers", "faults: the fault suite (make faults): kills, signals, corrupt files"
+    )
 
 
 def wait_for_step_checkpoint(out: Path, process: subprocess.Popen) -> None:

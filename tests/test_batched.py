@@ -48,14 +48,16 @@ def test_rotation_matches_torchvision(angle):
 
 def test_flip_is_exact():
     image = _smooth_image()
-    assert torch.allclose(_warp_one(image, 72, flip=True), TF.horizontal_flip(image) / 255,
-                          atol=1e-5)  # fmt: skip
+    assert torch.allclose(
+        _warp_one(image, 72, flip=True), TF.horizontal_flip(image) / 255, atol=1e-5
+    )
 
 
 def test_resized_crop_matches_torchvision_inside_the_box():
     image, box = _smooth_image(), (5, 7, 40, 50)
-    expected = TF.resized_crop(image.float() / 255, *box, [64, 64], interpolation=BILINEAR,
-                               antialias=False)  # fmt: skip
+    expected = TF.resized_crop(
+        image.float() / 255, *box, [64, 64], interpolation=BILINEAR, antialias=False
+    )
     ours = _warp_one(image, 64, box=box)
     # torchvision clamps at the box's edges, the warp reads the image beyond them
     assert torch.allclose(ours[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], atol=1e-5)
@@ -73,8 +75,9 @@ def test_flip_rotate_crop_compose_in_torchvision_order():
 def _matches_a_crop(out: torch.Tensor, reference: torch.Tensor, size: int, atol: float) -> bool:
     """Whether `out` is one of the `size` crops of `reference`, flipped or not."""
     height, width = reference.shape[-2:]
-    for top, left, flip in itertools.product(range(height - size + 1), range(width - size + 1),
-                                             (False, True)):  # fmt: skip
+    for top, left, flip in itertools.product(
+        range(height - size + 1), range(width - size + 1), (False, True)
+    ):
         crop = reference[:, top : top + size, left : left + size]
         if torch.allclose(out, TF.horizontal_flip(crop) if flip else crop, atol=atol):
             return True

@@ -48,8 +48,8 @@ def test_bench_train_times_every_switch_against_plain(capsys):
     from scenelab.bench.train import parse_variants
     from scenelab.cli import main
 
-    flags = ["--image-size", "16", "--batch-size", "4", "--steps", "2", "--repeats", "1",
-             "--num-classes", "3", "--variants", "bf16+channels_last,accum2,ema"]  # fmt: skip
+    flags = "--image-size 16 --batch-size 4 --steps 2 --repeats 1 --num-classes 3".split()
+    flags += ["--variants", "bf16+channels_last,accum2,ema"]
     assert main(["bench", "train", *flags]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.endswith("x")]
@@ -62,12 +62,15 @@ def test_bench_train_times_every_switch_against_plain(capsys):
 def test_bench_data_compares_the_pipeline_with_the_model(tiny_miniplaces, capsys):
     from scenelab.cli import main
 
-    flags = ["--data-root", str(tiny_miniplaces), "--image-size", "24", "--batch-size", "4",
-             "--batches", "2", "--workers", "0,1", "--cache-images"]  # fmt: skip
+    sizes = "--image-size 24 --batch-size 4 --batches 2 --workers 0,1 --cache-images".split()
+    flags = ["--data-root", str(tiny_miniplaces), *sizes]
     assert main(["bench", "data", *flags]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.endswith("x")]
     assert [r.split("  ")[0] for r in rows] == [
-        "decode + augment, 0 workers", "decode + augment, 1 workers",
-        "training step alone (batches in memory)", "training end to end (loader)"]  # fmt: skip
+        "decode + augment, 0 workers",
+        "decode + augment, 1 workers",
+        "training step alone (batches in memory)",
+        "training end to end (loader)",
+    ]
     assert "images cached in memory" in out

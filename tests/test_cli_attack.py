@@ -12,8 +12,8 @@ def _attack(run, *flags):
 
 
 def test_attack_writes_metrics_a_grid_and_tensorboard_and_never_overwrites(run, capsys):
-    assert _attack(run, "--eps", "8/255", "--steps", "3", "--target", "least-likely",
-                   "--num", "3") == 0  # fmt: skip
+    flags = "--eps 8/255 --steps 3 --target least-likely --num 3".split()
+    assert _attack(run, *flags) == 0
     out = run / "attack" / "pgd-linf-least-likely-eps8-255-s3"
     assert (out / "grid.png").stat().st_size > 1000
     saved = json.loads((out / "metrics.json").read_text())
@@ -25,8 +25,7 @@ def test_attack_writes_metrics_a_grid_and_tensorboard_and_never_overwrites(run, 
     assert saved["settings"]["target"] == "least-likely"
     printed = capsys.readouterr().out
     assert "adv top-1" in printed and f"Results: {out}" in printed
-    assert _attack(run, "--eps", "8/255", "--steps", "3", "--target", "least-likely",
-                   "--num", "3") == 0  # fmt: skip
+    assert _attack(run, *flags) == 0
     assert (run / "attack" / "pgd-linf-least-likely-eps8-255-s3-1" / "grid.png").is_file()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,8 +48,8 @@ def test_eps_sweep_compares_two_checkpoints(run, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["train", *TINY_TRAIN, "--epochs", "1", "--out-dir", str(other)]) == 0
     (other_ckpt,) = other.glob("*/checkpoints/best.pt")
-    flags = ["--eps-sweep", "0,2/255,8/255", "--steps", "2", "--compare-checkpoint",
-             str(other_ckpt), "--out", str(tmp_path)]  # fmt: skip
+    sweep = "--eps-sweep 0,2/255,8/255 --steps 2".split()
+    flags = [*sweep, "--compare-checkpoint", str(other_ckpt), "--out", str(tmp_path)]
     assert _attack(run, *flags) == 0
     out = tmp_path / "sweep-pgd-linf-s2"
     with open(out / "robustness.csv") as f:
@@ -84,8 +83,7 @@ def test_bad_settings_are_refused_with_the_reason(run, capsys):
 
 
 def test_bench_attack_times_ours_against_torchattacks_and_checks_agreement(capsys):
-    flags = ["--batch-size", "2", "--image-size", "32", "--num-classes", "5", "--steps", "2",
-             "--repeats", "1"]  # fmt: skip
+    flags = "--batch-size 2 --image-size 32 --num-classes 5 --steps 2 --repeats 1".split()
     assert main(["bench", "attack", *flags]) == 0
     out = capsys.readouterr().out
     assert "scenelab/torchattacks" in out and "pixels differing %" in out

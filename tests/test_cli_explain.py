@@ -28,8 +28,8 @@ def test_explain_writes_a_grid_per_image_pictures_maps_and_tensorboard(run, caps
 
 
 def test_explain_methods_selection_files_and_out(run, tmp_path, capsys):
-    assert _explain(run, "--method", "grad_cam", "--select", "wrong", "--num", "2",
-                    "--out", str(tmp_path)) == 0  # fmt: skip
+    flags = "--method grad_cam --select wrong --num 2".split()
+    assert _explain(run, *flags, "--out", str(tmp_path)) == 0
     assert (tmp_path / "grad_cam-last" / "grid.png").is_file()
     image = tmp_path / "photo.png"
     write_png((torch.rand(3, 40, 50) * 255).to(torch.uint8), str(image))
@@ -46,13 +46,12 @@ def test_explain_score_prints_and_saves_the_quality_table(run, capsys):
     assert "pointing %" in out and "integrated_gradients" in out and "rank corr" in out
     with open(run / "explain" / "score" / "score.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["saliency", "smoothgrad", "integrated_gradients",
-                                           "grad_cam"]  # fmt: skip
+    methods = [r["method"] for r in rows]
+    assert methods == ["saliency", "smoothgrad", "integrated_gradients", "grad_cam"]
     assert all(0 <= float(r["pointing_game"]) <= 100 and r["images"] == "6" for r in rows)
 
 
-BENCH = ["bench", "explain", "--batch-size", "2", "--image-size", "32", "--samples", "2",
-         "--steps", "2", "--repeats", "1"]  # fmt: skip
+BENCH = "bench explain --batch-size 2 --image-size 32 --samples 2 --steps 2 --repeats 1".split()
 
 
 def test_bench_explain_times_each_method_against_captum(capsys):

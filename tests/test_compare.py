@@ -7,8 +7,8 @@ from conftest import TINY_TRAIN
 
 def test_compare_writes_the_table_and_curves_and_reads_runs_at_one_epoch(run, tmp_path, capsys):
     other = tmp_path / "runs"
-    assert main(["train", *TINY_TRAIN, "--epochs", "3", "--model", "vit", "--embed-dim", "16",
-                 "--out-dir", str(other), "--name", "small-vit"]) == 0  # fmt: skip
+    flags = "--epochs 3 --model vit --embed-dim 16".split()
+    assert main(["train", *TINY_TRAIN, *flags, "--out-dir", str(other), "--name", "small-vit"]) == 0
     (vit,) = other.iterdir()
     capsys.readouterr()
     assert main(["compare", str(run), str(vit), "--out", str(tmp_path / "cmp")]) == 0

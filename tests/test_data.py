@@ -217,8 +217,9 @@ def test_cached_images_give_exactly_the_uncached_tensors(tiny_miniplaces, tmp_pa
         for split in ("train", "val"):
             _image_folder(root, split, ["beach", "city"])
     plain = DataConfig(data=source, data_root=str(root), image_size=24, workers=0)
-    cached = DataConfig(data=source, data_root=str(root), image_size=24, workers=2,
-                        cache_images=True)  # fmt: skip
+    cached = DataConfig(
+        data=source, data_root=str(root), image_size=24, workers=2, cache_images=True
+    )
     for augment in (False, True):
         a, _ = build_dataset(plain, "train", augment=augment)
         b, _ = build_dataset(cached, "train", augment=augment)
@@ -232,8 +233,8 @@ def test_cached_images_give_exactly_the_uncached_tensors(tiny_miniplaces, tmp_pa
 def test_an_image_that_cannot_be_cached_fails_when_read_or_is_skipped(tiny_miniplaces):
     bad = tiny_miniplaces / "images" / "val" / "00000003.jpg"
     bad.write_bytes(bad.read_bytes()[:40])
-    cfg = DataConfig(data="miniplaces", data_root=str(tiny_miniplaces), image_size=24,
-                     workers=0, cache_images=True)  # fmt: skip
+    root = str(tiny_miniplaces)
+    cfg = DataConfig(data="miniplaces", data_root=root, image_size=24, workers=0, cache_images=True)
     val, _ = build_dataset(cfg, "val")
     with pytest.raises(DatasetError, match=r"cannot decode image .*00000003\.jpg: it could not"):
         val[2]

@@ -87,8 +87,10 @@ def _publish(files: dict[str, bytes], tmp_path: Path) -> None:
 
 def _sources(url, **pins) -> dict[str, Source]:
     names = {"data.tar.gz": False, "train.txt": False, "val.txt": False, "categories.txt": True}
-    return {n: Source(f"{url}/{n}", pins.get(n.replace(".", "_")), optional)
-            for n, optional in names.items()}  # fmt: skip
+    return {
+        n: Source(f"{url}/{n}", pins.get(n.replace(".", "_")), optional)
+        for n, optional in names.items()
+    }
 
 
 def test_download_installs_a_readable_dataset_and_cleans_up(server, tmp_path):
@@ -108,8 +110,8 @@ def test_download_installs_a_readable_dataset_and_cleans_up(server, tmp_path):
     assert len(MiniPlaces(root, "train")) == 12 and len(MiniPlaces(root, "val")) == 6
     assert (root / "categories.txt").read_text().splitlines()[0] == "/c/coast 0"
     assert not (root / ".download").exists() and not (root / "data.tar.gz").exists()
-    assert ("data.tar.gz", len(handler.files["data.tar.gz"]),
-            len(handler.files["data.tar.gz"])) in seen  # fmt: skip
+    size = len(handler.files["data.tar.gz"])
+    assert ("data.tar.gz", size, size) in seen
 
 
 def test_a_checksum_mismatch_deletes_the_download(server, tmp_path):
@@ -139,11 +141,14 @@ def test_an_interrupted_transfer_resumes_where_it_stopped(server, tmp_path):
     assert len(MiniPlaces(root, "val")) == 6
 
 
-@pytest.mark.parametrize("hostile", [
-    {"members": {"../evil.txt": b"x"}},
-    {"members": {"/tmp/evil.txt": b"x"}},
-    {"members": {}, "links": {"images/link": "/etc/passwd"}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"members": {"../evil.txt": b"x"}},
+        {"members": {"/tmp/evil.txt": b"x"}},
+        {"members": {}, "links": {"images/link": "/etc/passwd"}},
+    ],
+)
 def test_hostile_archive_members_are_refused_and_nothing_is_extracted(server, tmp_path, hostile):
     url, handler = server
     _publish(handler.files, tmp_path)

@@ -67,8 +67,11 @@ def test_kill_9_mid_epoch_then_resume_matches_the_uninterrupted_run(reference, t
     run = _run_folder(tmp_path)
     saved = load_checkpoint(run / "checkpoints" / "last.pt")  # never half-written
     assert saved["epoch"] == 0 and saved["position"] > 0
-    resume = [sys.executable, "-m", "scenelab", "train", "--resume",
-              str(run / "checkpoints" / "last.pt")]  # fmt: skip
+    resume = [
+        sys.executable,
+        *"-m scenelab train --resume".split(),
+        str(run / "checkpoints" / "last.pt"),
+    ]
     done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"epoch 1 from batch {saved['position'] + 1}" in done.stdout
@@ -89,8 +92,9 @@ def test_a_stop_signal_saves_after_the_step_and_says_how_to_resume(reference, tm
     assert saved["epoch"] == 0 and saved["position"] > 0  # saved where it stopped, mid-epoch
     assert (run / "report.html").is_file()  # the report of what was done so far
     resume = ["train", "--resume", str(run / "checkpoints" / "last.pt")]
-    done = subprocess.run([sys.executable, "-m", "scenelab", *resume], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "scenelab", *resume], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     _assert_same_run(reference, run)
 
@@ -99,8 +103,9 @@ def _corrupt(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:40])  # a truncated JPEG
 
 
-def test_unreadable_images_stop_the_run_or_are_skipped_and_listed(tiny_miniplaces, tmp_path,
-                                                                  capsys):  # fmt: skip
+def test_unreadable_images_stop_the_run_or_are_skipped_and_listed(
+    tiny_miniplaces, tmp_path, capsys
+):
     from scenelab.cli import main
 
     bad = [
@@ -109,14 +114,14 @@ def test_unreadable_images_stop_the_run_or_are_skipped_and_listed(tiny_miniplace
     ]
     for path in bad:
         _corrupt(path)
-    flags = ["train", "--data", "miniplaces", "--data-root", str(tiny_miniplaces), "--image-size",
-             "32", "--batch-size", "4", "--epochs", "2", "--workers", "0"]  # fmt: skip
+    data = ["--data", "miniplaces", "--data-root", str(tiny_miniplaces)]
+    flags = ["train", *data, *"--image-size 32 --batch-size 4 --epochs 2 --workers 0".split()]
     out = tmp_path / "runs"
     assert main([*flags, "--out-dir", str(out / "error")]) == 2
     err = capsys.readouterr().err
     assert "cannot decode image" in err and "--on-bad-image skip" in err
-    assert main([*flags, "--on-bad-image", "skip", "--workers", "2", "--out-dir",
-                 str(out / "skip")]) == 0  # fmt: skip
+    skip = ["--on-bad-image", "skip", "--workers", "2", "--out-dir", str(out / "skip")]
+    assert main([*flags, *skip]) == 0
     (run,) = (out / "skip").iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["bad_images"] == {"count": 3, "files": sorted(str(p) for p in bad)}
@@ -138,8 +143,8 @@ def test_a_run_that_fails_to_start_leaves_no_folder_behind(tmp_path, capsys):
     from scenelab.cli import main
 
     out = tmp_path / "runs"
-    assert main(["train", "--data", "miniplaces", "--data-root", str(tmp_path / "nowhere"),
-                 "--out-dir", str(out)]) == 2  # fmt: skip
+    nowhere = ["--data", "miniplaces", "--data-root", str(tmp_path / "nowhere")]
+    assert main(["train", *nowhere, "--out-dir", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists() or not list(out.iterdir())
 

@@ -52,14 +52,13 @@ def test_train_writes_the_report_with_every_picture_in_the_folder(run, tmp_path)
     folder = _copy(run, tmp_path)
     html, md = write_report(folder)
     sources = _sources(html)
-    expected = ["plots/loss.png", "plots/lr.png", "plots/top1.png", "plots/top5.png",
-                "eval/final-val/confusion.png"]  # fmt: skip
-    assert sources.images == expected
+    plots = ["plots/loss.png", "plots/lr.png", "plots/top1.png", "plots/top5.png"]
+    assert sources.images == [*plots, "eval/final-val/confusion.png"]
     for src in sources.images + sources.links:  # relative, and there: readable without a server
         assert not src.startswith(("/", "http")) and (folder / src).is_file(), src
     text, last = md.read_text(), read_rows(RunDir(folder).metrics_jsonl)[-1]
-    for section in ("## Results", "## Training curves", "## Per-class accuracy",
-                    "### Largest confusions", "## Configuration"):  # fmt: skip
+    sections = ("## Results", "## Training curves", "## Per-class accuracy")
+    for section in (*sections, "### Largest confusions", "## Configuration"):
         assert section in text
     assert "## Explanations" not in text and "## Attacks" not in text
     assert f"| val top-5 | {last['val_acc5']:.2f} |" in text
@@ -84,8 +83,11 @@ def test_per_class_tables_and_confusions_have_known_answers(run, tmp_path):
     assert [r[0] for r in best[:2]] == ["c10", "c21"] and best[0][1:] == ["10", "100.0"]
     assert [r[0] for r in worst[:3]] == ["c00", "c11", "c22"] and worst[0][2] == "0.0"
     confusions = _tables_after(blocks, "Largest confusions").rows
-    assert confusions[:3] == [["c00", "c01", "10", "100.0"], ["c11", "c12", "10", "100.0"],
-                              ["c22", "c23", "10", "100.0"]]  # fmt: skip
+    assert confusions[:3] == [
+        ["c00", "c01", "10", "100.0"],
+        ["c11", "c12", "10", "100.0"],
+        ["c22", "c23", "10", "100.0"],
+    ]
     assert len(confusions) == 10
     confusion = torch.eye(25, dtype=torch.long)
     confusion[:12] = torch.eye(25, dtype=torch.long)[12:24]  # 12 classes always wrong
@@ -118,8 +120,9 @@ def test_explain_attack_and_eval_refresh_the_report_with_their_results(run, tmp_
     assert "| best-val-tta |" in text
 
 
-def test_a_failed_report_does_not_fail_the_command_that_saved_results(run, tmp_path, capsys,
-                                                                      monkeypatch):  # fmt: skip
+def test_a_failed_report_does_not_fail_the_command_that_saved_results(
+    run, tmp_path, capsys, monkeypatch
+):
     import scenelab.cli.results as results
 
     def broken(_):
@@ -127,8 +130,8 @@ def test_a_failed_report_does_not_fail_the_command_that_saved_results(run, tmp_p
 
     monkeypatch.setattr(results, "write_report", broken)
     folder = _copy(run, tmp_path)
-    assert main(["explain", "--checkpoint", str(folder / "checkpoints/best.pt"), "--num", "1",
-                 "--workers", "0"]) == 0  # fmt: skip
+    checkpoint = str(folder / "checkpoints/best.pt")
+    assert main(["explain", "--checkpoint", checkpoint, *"--num 1 --workers 0".split()]) == 0
     err = capsys.readouterr().err
     assert "could not rebuild the report" in err and f"scenelab report {folder}" in err
     assert (folder / "explain" / "saliency-loss-max" / "grid.png").is_file()
@@ -164,8 +167,8 @@ def test_learning_rate_is_plotted_per_step_from_tensorboard(run, tmp_path):
 
 
 def _chromium() -> str | None:
-    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                "google-chrome"))), None)  # fmt: skip
+    browsers = ("chromium", "chromium-browser", "google-chrome")
+    return next(filter(None, map(shutil.which, browsers)), None)
 
 
 def test_report_renders_in_headless_chromium_with_every_image_loaded(run, tmp_path):
@@ -175,22 +178,25 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(run, tmp_pa
         pytest.skip("needs Chromium (Debian: apt install chromium)")
     folder = _copy(run, tmp_path)
     checkpoint = str(folder / "checkpoints" / "best.pt")
-    assert main(["attack", "--checkpoint", checkpoint, "--workers", "0", "--limit", "8",
-                 "--num", "2", "--steps", "2"]) == 0  # fmt: skip
+    attack = "--workers 0 --limit 8 --num 2 --steps 2".split()
+    assert main(["attack", "--checkpoint", checkpoint, *attack]) == 0
     html = folder / "report.html"
     count = len(_sources(html).images)
     probe = folder / "probe.html"  # the report plus a script that counts the decoded images
-    probe.write_text(html.read_text().replace("</body>", (
+    script = (
         "<script>addEventListener('load', () => { const all = [...document.images]; "
         "document.body.dataset.loaded = all.filter(i => i.complete && i.naturalWidth > 0)"
-        ".length + '/' + all.length; });</script></body>")))  # fmt: skip
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout  # fmt: skip
+        ".length + '/' + all.length; });</script></body>"
+    )
+    probe.write_text(html.read_text().replace("</body>", script))
+    quiet = "--disable-background-networking --disable-component-update --disable-sync".split()
+    flags = [_chromium(), *"--headless --no-sandbox --disable-gpu --no-first-run".split(), *quiet]
+    flags.append(f"--user-data-dir={tmp_path / 'profile'}")
+    dom = subprocess.run(
+        [*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert f'data-loaded="{count}/{count}"' in dom and count >= 6
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1200,3000", f"--screenshot={shot}", html.as_uri()],
-                   capture_output=True, timeout=120)  # fmt: skip
+    window = ["--window-size=1200,3000", f"--screenshot={shot}"]
+    subprocess.run([*flags, *window, html.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000  # a rendered page, not a blank one

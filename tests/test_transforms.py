@@ -35,9 +35,14 @@ def test_light_preset_is_a_shifted_crop_of_the_resize_possibly_mirrored():
     seen = set()
     for _ in range(40):
         out = train_transform(64, "light")(image)
-        crops = {(i, j, flip) for i in range(9) for j in range(9) for flip in (False, True)
-                 if torch.equal((out * 255).round().byte(), (image.flip(-1) if flip else image)
-                                [:, i:i + 64, j:j + 64])}  # fmt: skip
+        pixels, mirrored = (out * 255).round().byte(), {False: image, True: image.flip(-1)}
+        crops = {
+            (i, j, flip)
+            for i in range(9)
+            for j in range(9)
+            for flip in (False, True)
+            if torch.equal(pixels, mirrored[flip][:, i : i + 64, j : j + 64])
+        }
         assert crops  # exactly a window of the image (no rotation, scaling or colour change)
         seen |= crops
     assert len(seen) > 10 and {flip for *_, flip in seen} == {False, True}

@@ -5,10 +5,10 @@ help text. A run's resolved configuration is `RunConfig`, saved as `config.yaml`
 checkpoint as a plain nested dict (`to_dict`), and read back with `RunConfig.from_dict`.
 """
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, get_type_hints
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from .fields import coerce, option, parse_duration, parse_number
+from .fields import option, override_sections, parse_duration, parse_number
 
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")
 OPTIMIZERS = ("sgd", "adamw")
@@ -21,22 +21,35 @@ class DataConfig:
     data: str = option("synthetic", "data source", choices=DATA_SOURCES)
     data_root: str | None = option(None, "dataset root (miniplaces: holds categories.txt; folder)")
     image_size: int = option(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
-    batch_size: int = option(64, "images per optimisation step (under torchrun: of all processes "
-                           "together, each loading its share)")  # fmt: skip
+    batch_size: int = option(
+        64,
+        "images per optimisation step (under torchrun: of all processes "
+        "together, each loading its share)",
+    )
     workers: int = option(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = option(0, "use only the first N validation images (0: all)")
-    cache_images: bool = option(False, "decode every image once into memory (resized as the "
-                              "transforms would): epochs then only augment (MiniPlaces and "
-                              "folder data; 64 px needs about 470 MB for the sample)")  # fmt: skip
-    on_bad_image: str = option("error", "a corrupt or unreadable image: error (stop, naming the "
-                             "file) or skip (leave it out of its batch; the run lists them in "
-                             "bad_images.txt and summary.json)", choices=BAD_IMAGE)  # fmt: skip
-    augment: str = option("course", "training augmentation: course (flip, rotation, resized crop "
-                        "from 25%%, colour), light (flip and a shifted crop: better for runs "
-                        "of a few epochs) or none", choices=AUGMENTS)  # fmt: skip
-    batch_augment: bool = option(True, "augment the training batch as one warp (per image only "
-                               "the resize and random parameters; much cheaper on the CPU); "
-                               "--no-batch-augment runs torchvision per image")  # fmt: skip
+    cache_images: bool = option(
+        False,
+        "decode every image once into memory (resized as the transforms would): epochs then only "
+        "augment (MiniPlaces and folder data; 64 px needs about 470 MB for the sample)",
+    )
+    on_bad_image: str = option(
+        "error",
+        "a corrupt or unreadable image: error (stop, naming the file) or skip (leave it out of "
+        "its batch; the run lists them in bad_images.txt and summary.json)",
+        choices=BAD_IMAGE,
+    )
+    augment: str = option(
+        "course",
+        "training augmentation: course (flip, rotation, resized crop from 25%%, colour), light "
+        "(flip and a shifted crop: better for runs of a few epochs) or none",
+        choices=AUGMENTS,
+    )
+    batch_augment: bool = option(
+        True,
+        "augment the training batch as one warp (per image only the resize and random parameters; "
+        "much cheaper on the CPU); --no-batch-augment runs torchvision per image",
+    )
     synth_classes: int = option(10, "synthetic scenes: number of classes (at most 10)")
     synth_train: int = option(4000, "synthetic scenes: training images")
     synth_val: int = option(1000, "synthetic scenes: validation images")
@@ -114,18 +127,30 @@ class TrainConfig:
     device: str = option("auto", "device: auto, cpu, cuda, cuda:N or mps")
     out_dir: str = option("runs", "where run folders are created")
     name: str = option("", "run folder name suffix (default: model name)")
-    accum_steps: int = option(1, "batches whose gradients are averaged into one optimizer step "
-                            "(the effective batch is --batch-size x this)")  # fmt: skip
-    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this "
-                            "decay per step (e.g. 0.999) and validate it too (0: off)")  # fmt: skip
-    amp: str = option("off", "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a "
-                    "gradient scaler (CUDA)", choices=("off", "bf16", "fp16"))  # fmt: skip
+    accum_steps: int = option(
+        1,
+        "batches whose gradients are averaged into one optimizer step "
+        "(the effective batch is --batch-size x this)",
+    )
+    ema_decay: float = option(
+        0.0,
+        "keep an exponential moving average of the weights with this "
+        "decay per step (e.g. 0.999) and validate it too (0: off)",
+    )
+    amp: str = option(
+        "off",
+        "mixed precision: bf16 autocast (CPU and CUDA) or fp16 with a gradient scaler (CUDA)",
+        choices=("off", "bf16", "fp16"),
+    )
     channels_last: bool = option(False, "channels-last memory format for the model and its inputs")
     compile: bool = option(
         False, "torch.compile the model (checkpoints stay uncompiled state dicts)"
     )
-    sync_bn: bool = option(False, "under torchrun on CUDA: BatchNorm statistics of the whole "
-                         "global batch (SyncBatchNorm), not of each process's share")  # fmt: skip
+    sync_bn: bool = option(
+        False,
+        "under torchrun on CUDA: BatchNorm statistics of the whole "
+        "global batch (SyncBatchNorm), not of each process's share",
+    )
     checkpoint_every: int = option(
         0,
         "also save last.pt every N optimizer steps, so a killed run "
@@ -133,9 +158,11 @@ class TrainConfig:
     )
     tta: bool = option(False, "validate on the image and its mirror (flip test-time augmentation)")
     log_every: int = option(20, "steps between log lines when the output is not a terminal")
-    time_budget: str = option("", "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: "
-                            "--epochs is sized from a few timed steps, so the learning rate "
-                            "ends annealed (default: off)")  # fmt: skip
+    time_budget: str = option(
+        "",
+        "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: --epochs is sized from a "
+        "few timed steps, so the learning rate ends annealed (default: off)",
+    )
 
     def __post_init__(self) -> None:
         if self.time_budget:
@@ -158,29 +185,39 @@ class AdvConfig:
     evaluation every epoch. None means the method's own default."""
 
     adv_train: str = option("none", "adversarial training method", choices=ADV_METHODS)
-    adv_eps: float = option(8 / 255, "attack radius in pixel units (default: 8/255; fractions "
-                          "accepted)")  # fmt: skip
+    adv_eps: float = option(
+        8 / 255, "attack radius in pixel units (default: 8/255; fractions accepted)"
+    )
     adv_step_size: float | None = option(
         None, "attack step (default: 2.5 x eps / steps; fgsm-rs: 1.25 x eps)"
     )
     adv_steps: int | None = option(
         None, "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)"
     )
-    adv_target: str = option("none", "goodfellow, madry, fgsm-rs: untargeted or towards the "
-                           "least-likely class", choices=("none", "least-likely"))  # fmt: skip
-    adv_fraction: float = option(0.5, "goodfellow: share of each batch replaced by adversarial "
-                               "examples")  # fmt: skip
-    adv_weight: float = option(0.5, "goodfellow: weight of the clean loss; the mixed batch gets "
-                             "1 - weight")  # fmt: skip
+    adv_target: str = option(
+        "none",
+        "goodfellow, madry, fgsm-rs: untargeted or towards the least-likely class",
+        choices=("none", "least-likely"),
+    )
+    adv_fraction: float = option(
+        0.5, "goodfellow: share of each batch replaced by adversarial examples"
+    )
+    adv_weight: float = option(
+        0.5, "goodfellow: weight of the clean loss; the mixed batch gets 1 - weight"
+    )
     trades_beta: float = option(6.0, "trades: weight of the robustness (KL) term")
     adv_warmup_epochs: float = option(0.0, "raise eps linearly from 0 over these first epochs")
-    adv_bn_mode: str = option("eval", "model mode while the attack runs: eval (BatchNorm running "
-                            "statistics) or train (batch statistics)",
-                            choices=("eval", "train"))  # fmt: skip
+    adv_bn_mode: str = option(
+        "eval",
+        "model mode while the attack runs: eval (BatchNorm running "
+        "statistics) or train (batch statistics)",
+        choices=("eval", "train"),
+    )
     adv_eval_limit: int | None = option(
-        None, "robust accuracy every epoch on the first N val images (default: 256 with "
-        "--adv-train, else 0: off)"
-    )  # fmt: skip
+        None,
+        "robust accuracy every epoch on the first N val images (default: 256 with "
+        "--adv-train, else 0: off)",
+    )
     adv_eval_steps: int = option(10, "PGD steps of the robust evaluation (at --adv-eps)")
 
     def __post_init__(self) -> None:
@@ -224,8 +261,9 @@ EXPLAIN_METHODS = (
 @dataclass(frozen=True, kw_only=True)
 class ExplainConfig:
     method: str = option("saliency", "saliency method", choices=EXPLAIN_METHODS)
-    objective: str = option("loss", "gradient of the label's loss (course) or of its logit",
-                          choices=("loss", "logit"))  # fmt: skip
+    objective: str = option(
+        "loss", "gradient of the label's loss (course) or of its logit", choices=("loss", "logit")
+    )
     reduce: str = option(
         "max", "colour-channel reduction of |gradient|", choices=("max", "sum", "l2")
     )
@@ -235,8 +273,11 @@ class ExplainConfig:
     baseline: float = option(0.0, "integrated_gradients: grey level of the baseline image")
     layer: str | None = option(None, "grad_cam: module name (default: the last feature map)")
     num: int = option(8, "images to explain")
-    select: str = option("all", "which validation images: all, correctly or wrongly classified",
-                       choices=("all", "correct", "wrong"))  # fmt: skip
+    select: str = option(
+        "all",
+        "which validation images: all, correctly or wrongly classified",
+        choices=("all", "correct", "wrong"),
+    )
     alpha: float = option(2.0, "red overlay where the map exceeds alpha x its mean")
     per_image: bool = option(False, "red overlay: mean of each map instead of all maps together")
     seed: int = option(0, "seed for smoothgrad's noise and the randomised model of --score")
@@ -245,11 +286,9 @@ class ExplainConfig:
 ATTACK_TARGETS = ("none", "least-likely", "random")
 # The course template's attack: PGD towards the least-likely class of the clean logits (no
 # labels involved), in normalised units, projected onto the ball only, from the clean image.
-ATTACK_PRESETS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "course": dict(attack="pgd", norm="linf", eps=0.1, alpha=0.01, steps=10, units="normalized",
-                   target="least-likely", include_true=True, random_start=False, clamp=False),
-}  # fmt: skip
+_COURSE_ATTACK = dict(attack="pgd", norm="linf", eps=0.1, alpha=0.01, steps=10, units="normalized")
+_COURSE_ATTACK |= dict(target="least-likely", include_true=True, random_start=False, clamp=False)
+ATTACK_PRESETS: dict[str, dict[str, Any]] = {"none": {}, "course": _COURSE_ATTACK}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,9 +376,9 @@ class RunConfig:
             "name": self.train.name or self.model.model,
             "adv_eval_limit": self.adv.eval_limit,
         }
-        if self.adv.adv_train != "none":
-            values |= {"adv_steps": self.adv.steps,
-                       "adv_step_size": self.adv.step_size(self.adv.adv_eps)}  # fmt: skip
+        adv = self.adv
+        if adv.adv_train != "none":
+            values |= {"adv_steps": adv.steps, "adv_step_size": adv.step_size(adv.adv_eps)}
         return self.override(values)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -356,23 +395,4 @@ class RunConfig:
 
     def override(self, values: dict[str, Any]) -> "RunConfig":
         """A copy with `values` (nested by section or flat field names) replacing the fields."""
-        flat: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in SECTIONS and isinstance(value, dict):
-                flat.update(value)
-            else:
-                flat[key] = value
-        unknown = set(flat) - {f.name for sec in SECTIONS.values() for f in fields(sec)}
-        if unknown:
-            raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-        sections = {}
-        for name, cls in SECTIONS.items():
-            current = getattr(self, name)
-            hints = get_type_hints(cls)
-            mine = {
-                f.name: coerce(f, hints[f.name], flat[f.name])
-                for f in fields(cls)
-                if f.name in flat
-            }
-            sections[name] = replace(current, **mine)
-        return RunConfig(**sections)
+        return RunConfig(**override_sections(self, SECTIONS, values))

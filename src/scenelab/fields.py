@@ -1,7 +1,8 @@
-"""Typed configuration fields: `option` (a dataclass field with its flag's help text) and the
-conversion of values from flags, YAML and checkpoints to a field's type, with clear errors."""
+"""Typed configuration fields: `option` (a dataclass field with its flag's help text), the
+conversion of values from flags, YAML and checkpoints to a field's type, with clear errors, and
+`override_sections`, which applies such values to a configuration of section dataclasses."""
 
-from dataclasses import Field, field, fields
+from dataclasses import Field, field, fields, replace
 from typing import Any, get_type_hints
 
 
@@ -81,3 +82,28 @@ def coerce(f: Field, hint: Any, value: Any) -> Any:
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
     return value
+
+
+def override_sections(
+    config: Any, sections: dict[str, type], values: dict[str, Any]
+) -> dict[str, Any]:
+    """The section dataclasses of `config` (its attributes named as in `sections`), copied with
+    `values` (nested by section or flat field names) replacing their fields."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in sections and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    unknown = set(flat) - {f.name for sec in sections.values() for f in fields(sec)}
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
+    updated = {}
+    for name, cls in sections.items():
+        current = getattr(config, name)
+        hints = get_type_hints(cls)
+        mine = {
+            f.name: coerce(f, hints[f.name], flat[f.name]) for f in fields(cls) if f.name in flat
+        }
+        updated[name] = replace(current, **mine)
+    return updated

@@ -68,10 +68,10 @@ def plot_training_curves(
     ]
     robust = [r for r in rows if r.get("val_robust_acc1") is not None]
     if robust:
-        charts.append(("robust.png", ("top-1, clean and under attack", "accuracy (%)", [
-            ("clean", epochs, [r["val_acc1"] for r in rows]),
-            ("robust", [r["epoch"] for r in robust], [r["val_robust_acc1"] for r in robust]),
-        ]), "epoch"))  # fmt: skip
+        clean = ("clean", epochs, [r["val_acc1"] for r in rows])
+        attacked = ("robust", [r["epoch"] for r in robust], [r["val_robust_acc1"] for r in robust])
+        panel = ("top-1, clean and under attack", "accuracy (%)", [clean, attacked])
+        charts.append(("robust.png", panel, "epoch"))
     for name, panel, xlabel in charts:
         plot_lines([panel], out / name, xlabel=xlabel)
     return [(name, panel[0]) for name, panel, _ in charts]
@@ -84,8 +84,8 @@ def plot_val_curves(runs: list[tuple[str, list[tuple[int, float, float]]]], path
         epochs, acc1, val_loss = zip(*curve, strict=True)
         acc.append((name, epochs, acc1))
         loss.append((name, epochs, val_loss))
-    plot_lines([("validation top-1", "val top-1 (%)", acc), ("validation loss", "val loss", loss)],
-               path)  # fmt: skip
+    panels = [("validation top-1", "val top-1 (%)", acc), ("validation loss", "val loss", loss)]
+    plot_lines(panels, path)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
@@ -148,30 +148,32 @@ def plot_robustness(
     rows: model (a run folder name), eps, clean_acc1, adv_acc1.
     """
     plt = pyplot()
-    scale, label = (255, "epsilon (grey levels, x/255)") if units == "pixels" else (
-        1, "epsilon (normalised units)")  # fmt: skip
+    scale, label = 1, "epsilon (normalised units)"
+    if units == "pixels":
+        scale, label = 255, "epsilon (grey levels, x/255)"
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, 2 if len(models) > 1 else 1, figsize=(10 if len(models) > 1
-                             else 5, 3.8), squeeze=False)  # fmt: skip
+    wide = len(models) > 1  # a second panel: the clean / robust trade-off
+    fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(10 if wide else 5, 3.8), squeeze=False)
     ax = axes[0, 0]
     accs = [r["adv_acc1"] for r in rows] + [r["clean_acc1"] for r in rows]
     for name in models:
         mine = [r for r in rows if r["model"] == name]
-        ax.plot([r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine], "o-",
-                label=RunDir.short_name(name))  # fmt: skip
+        x, y = [r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine]
+        ax.plot(x, y, "o-", label=RunDir.short_name(name))
     ax.set(xlabel=label, ylabel="top-1 under attack (%)")
     ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if len(models) > 1:
+    if wide:
         ax = axes[0, 1]
         top = max(r["eps"] for r in rows)
         for name in models:
             (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
-            ax.scatter(r["clean_acc1"], r["adv_acc1"])
-            ax.annotate(RunDir.short_name(name), (r["clean_acc1"], r["adv_acc1"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+            point = (r["clean_acc1"], r["adv_acc1"])
+            ax.scatter(*point)
+            short = RunDir.short_name(name)
+            ax.annotate(short, point, fontsize=8, xytext=(4, 4), textcoords="offset points")
         eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
         ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
         ax.set_title("clean / robust trade-off", fontsize=9)

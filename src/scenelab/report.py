@@ -76,8 +76,10 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
     """(Re)build report.html and report.md in the run folder `root` (plots go to plots/)."""
     run = RunDir(Path(root))
     if not run.config.is_file():
-        raise ReportError(f"{run.root} is not a run folder (no config.yaml); pass "
-                          "runs/<time>-<name>, the folder `scenelab train` printed")  # fmt: skip
+        raise ReportError(
+            f"{run.root} is not a run folder (no config.yaml); pass "
+            "runs/<time>-<name>, the folder `scenelab train` printed"
+        )
     title = f"Run {run.root.name}"
     blocks = build_report(run)
     run.report_md.write_text(to_markdown(title, blocks))
@@ -101,7 +103,7 @@ def build_report(run: RunDir) -> list[Block]:
         Details(
             "config.yaml (resolved: every setting the run used)",
             [Code(run.config.read_text(), "yaml")],
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -114,9 +116,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
     model, data, train = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     optim = cfg.get("optim", {})
-    line = (f"{model.get('model')} (conv {model.get('conv')}) on {data.get('data')} data at "
-            f"{data.get('image_size')} px; {optim.get('optimizer')} lr {optim.get('lr')}, "
-            f"batch {data.get('batch_size')}, {train.get('epochs')} epochs planned")  # fmt: skip
+    line = (
+        f"{model.get('model')} (conv {model.get('conv')}) on {data.get('data')} data at "
+        f"{data.get('image_size')} px; {optim.get('optimizer')} lr {optim.get('lr')}, "
+        f"batch {data.get('batch_size')}, {train.get('epochs')} epochs planned"
+    )
     processes = summary.get("processes", 1)
     if processes > 1:
         line += f"; trained by {processes} processes (torchrun), the batch split among them"
@@ -125,18 +129,17 @@ def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
         return blocks + [Text("No epoch has finished yet: there are no metrics to show.")]
     last = rows[-1]
     if not summary:
-        blocks.append(Text(f"No summary.json: the run is still going on or was stopped. The "
-                           f"figures are those of the {len(rows)} finished epochs."))  # fmt: skip
+        figures = f"The figures are those of the {len(rows)} finished epochs."
+        blocks.append(Text(f"No summary.json: the run is still going on or was stopped. {figures}"))
     seconds = [r["epoch_seconds"] for r in rows]
+    best_acc1, min_loss = max(r["val_acc1"] for r in rows), min(r["val_loss"] for r in rows)
     results = [
         ("epochs", f"{len(rows)} of {train.get('epochs')}"),
-        ("val top-1 (final / best)", f"{_fmt(last['val_acc1'])} / "
-                                     f"{_fmt(max(r['val_acc1'] for r in rows))}"),
+        ("val top-1 (final / best)", f"{_fmt(last['val_acc1'])} / {_fmt(best_acc1)}"),
         ("val top-5", _fmt(last["val_acc5"])),
         ("train top-1 / top-5", f"{_fmt(last['train_acc1'])} / {_fmt(last['train_acc5'])}"),
-        ("val loss (final / min)", f"{_fmt(last['val_loss'], 4)} / "
-                                   f"{_fmt(min(r['val_loss'] for r in rows), 4)}"),
-    ]  # fmt: skip
+        ("val loss (final / min)", f"{_fmt(last['val_loss'], 4)} / {_fmt(min_loss, 4)}"),
+    ]
     if "val_robust_acc1" in last:
         results.append(
             (
@@ -144,21 +147,23 @@ def _overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
                 f"{_fmt(last['val_robust_acc1'])} ({_fmt(last['val_robust_drop'], 1)}%)",
             )
         )
+    device = f" ({summary['device']})" if "device" in summary else ""
     results += [
         ("training time", f"{sum(seconds):,.0f} s ({sum(seconds) / len(rows):,.1f} s per epoch)"),
         ("images per second", _fmt(summary.get("images_per_second", last["images_per_second"]), 0)),
-        ("peak memory", f"{max(r['peak_memory_mb'] for r in rows):,.0f} MB"
-                        + (f" ({summary['device']})" if "device" in summary else "")),
+        ("peak memory", f"{max(r['peak_memory_mb'] for r in rows):,.0f} MB{device}"),
         ("parameters", _fmt(summary.get("params"))),
-    ]  # fmt: skip
+    ]
     accuracy = "flip TTA, " if train.get("tta") else ""
     return blocks + [
         Heading("Results"),
-        Text(f"Accuracies in percent on the validation split ({accuracy}evaluated after every "
-             f"epoch); memory is the {'largest ' if processes > 1 else ''}process's peak (CUDA: "
-             "allocated tensors; CPU: resident)."),
+        Text(
+            f"Accuracies in percent on the validation split ({accuracy}evaluated after every "
+            f"epoch); memory is the {'largest ' if processes > 1 else ''}process's peak (CUDA: "
+            "allocated tensors; CPU: resident)."
+        ),
         Table(["", "value"], [[k, v] for k, v in results]),
-    ]  # fmt: skip
+    ]
 
 
 def _lr_steps(run: RunDir):
@@ -182,15 +187,16 @@ def _curves(run: RunDir, rows: list[dict]) -> list[Block]:
         return []
     charts = plot_training_curves(rows, run.plots, _lr_steps(run))
     columns = [k for k in EPOCH_COLUMNS if any(k in r for r in rows)]
-    table = [[_fmt(r.get(k), 6 if k == "lr" else 4 if "loss" in k else 2) for k in columns]
-             for r in rows]  # fmt: skip
+    table = [
+        [_fmt(r.get(k), 6 if k == "lr" else 4 if "loss" in k else 2) for k in columns] for r in rows
+    ]
     return [
         Heading("Training curves"),
         Gallery([Figure(f"{run.plots.name}/{name}", alt) for name, alt in charts]),
         Details(
             "every epoch: metrics, time and peak memory (metrics.csv)",
             [Table([EPOCH_COLUMNS[k] for k in columns], table)],
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -219,8 +225,8 @@ def _per_class(run: RunDir, top: int = 10) -> list[Block]:
     if not (folder / "per_class.csv").is_file():
         return []
     meta = json.loads((folder / "metrics.json").read_text())
-    rated = [(name, int(n), float(acc)) for name, n, acc in _read_csv(folder / "per_class.csv")[1:]
-             if int(n) > 0]  # fmt: skip
+    per_class = _read_csv(folder / "per_class.csv")[1:]
+    rated = [(name, int(n), float(acc)) for name, n, acc in per_class if int(n) > 0]
     ranked = sorted(rated, key=lambda r: (-r[2], r[0]))
     lowest = sorted(rated, key=lambda r: (r[2], r[0]))
     confusions = _largest_confusions(_read_csv(folder / "confusion.csv"), top)
@@ -240,22 +246,22 @@ def _per_class(run: RunDir, top: int = 10) -> list[Block]:
             if tied > top
             else ""
         )
-        classes = [Heading(f"Best {top} classes", 3), table(ranked[:top]),
-                   Heading(f"Worst {top} classes{note}", 3), table(lowest[:top])]  # fmt: skip
+        best, worst = Heading(f"Best {top} classes", 3), Heading(f"Worst {top} classes{note}", 3)
+        classes = [best, table(ranked[:top]), worst, table(lowest[:top])]
     tta = ", flip TTA" if meta.get("tta") else ""
     return [
         Heading("Per-class accuracy"),
         Text(
             f"The final model (epoch {meta.get('epoch')}{tta}) on {meta.get('images')} "
             f"validation images, from {rel}/."
-        ),  # fmt: skip
+        ),
         *classes,
         Heading("Largest confusions", 3),
         Table(["true class", "predicted as", "images", "share of the class (%)"], confusions),
         Figure(f"{rel}/confusion.png", "confusion matrix, rows normalised"),
         Links(
             [(f"{rel}/per_class.csv", "per_class.csv"), (f"{rel}/confusion.csv", "confusion.csv")]
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -267,8 +273,9 @@ def _largest_confusions(table: list[list[str]], top: int) -> list[list[str]]:
     for i, (name, *counts) in enumerate(table[1:]):
         counts = [int(c) for c in counts]
         total = max(sum(counts), 1)
-        cells += [(c, name, classes[j], 100 * c / total) for j, c in enumerate(counts)
-                  if j != i and c > 0]  # fmt: skip
+        cells += [
+            (c, name, classes[j], 100 * c / total) for j, c in enumerate(counts) if j != i and c > 0
+        ]
     cells.sort(key=lambda c: (-c[0], -c[3], c[1]))
     return [[true, pred, str(c), f"{share:.1f}"] for c, true, pred, share in cells[:top]]
 
@@ -281,14 +288,20 @@ def _evaluations(run: RunDir) -> list[Block]:
     rows = []
     for folder in folders:
         m = json.loads((folder / "metrics.json").read_text())
-        rows.append([folder.name, _fmt(m.get("acc1")), _fmt(m.get("acc5")),
-                     _fmt(m.get("loss"), 4), _fmt(m.get("images")),
-                     "yes" if m.get("tta") else "no"])  # fmt: skip
+        acc1, acc5, loss, images = (m.get(k) for k in ("acc1", "acc5", "loss", "images"))
+        tta = "yes" if m.get("tta") else "no"
+        rows.append([folder.name, _fmt(acc1), _fmt(acc5), _fmt(loss, 4), _fmt(images), tta])
     return [
         Heading("Evaluations"),
         Text("scenelab eval results in eval/ (each folder has per_class.csv and confusion.png)."),
         Table(["folder", "top-1", "top-5", "loss", "images", "flip TTA"], rows),
     ]
+
+
+# The columns of an explanation's score.csv that the report shows, in this order
+SCORE_COLUMNS = (
+    "method images pointing_game mask_energy chance_energy randomised_rank_corr passes_sanity"
+).split()
 
 
 def _explanations(run: RunDir) -> list[Block]:
@@ -298,19 +311,32 @@ def _explanations(run: RunDir) -> list[Block]:
         blocks.append(Heading(rel, 3))
         if (folder / "score.csv").is_file():
             rows = _read_csv(folder / "score.csv")
-            keep = ["method", "images", "pointing_game", "mask_energy", "chance_energy",
-                    "randomised_rank_corr", "passes_sanity"]  # fmt: skip
-            index = [rows[0].index(k) for k in keep if k in rows[0]]
+            index = [rows[0].index(k) for k in SCORE_COLUMNS if k in rows[0]]
+            header = [rows[0][i] for i in index]
+            table = [[_round(r[i]) for i in index] for r in rows[1:]]
             blocks += [
-                Text("Saliency quality against the object masks: pointing game and mask energy "
-                     "(percent; chance energy is the masks' area), and the rank correlation of "
-                     "maps from the trained and a re-initialised model (sanity: below 0.5)."),
-                Table([rows[0][i] for i in index], [[_round(r[i]) for i in index]
-                                                   for r in rows[1:]]),  # fmt: skip
-            ]  # fmt: skip
+                Text(
+                    "Saliency quality against the object masks: pointing game and mask energy "
+                    "(percent; chance energy is the masks' area), and the rank correlation of "
+                    "maps from the trained and a re-initialised model (sanity: below 0.5)."
+                ),
+                Table(header, table),
+            ]
         if (folder / "grid.png").is_file():
             blocks.append(Figure(f"{rel}/grid.png", f"saliency maps: {folder.name}"))
     return [Heading("Explanations"), *blocks] if blocks else []
+
+
+# An attack's results table after the model column: header, metrics.json key, decimals
+ATTACK_COLUMNS = (
+    ("clean top-1", "clean_acc1", 2),
+    ("adversarial top-1", "adv_acc1", 2),
+    ("adversarial top-5", "adv_acc5", 2),
+    ("target hit (%)", "success", 2),
+    ("mean L-inf", "linf", 4),
+    ("mean L2", "l2", 3),
+    ("images", "images", 2),
+)
 
 
 def _attacks(run: RunDir) -> list[Block]:
@@ -320,17 +346,16 @@ def _attacks(run: RunDir) -> list[Block]:
         blocks.append(Heading(rel, 3))
         if (folder / "metrics.json").is_file():
             results = json.loads((folder / "metrics.json").read_text()).get("results", {})
-            blocks.append(Table(
-                ["model", "clean top-1", "adversarial top-1", "adversarial top-5",
-                 "target hit (%)", "mean L-inf", "mean L2", "images"],
-                [[RunDir.short_name(name), _fmt(r["clean_acc1"]), _fmt(r["adv_acc1"]),
-                  _fmt(r["adv_acc5"]), _fmt(r["success"]), _fmt(r["linf"], 4),
-                  _fmt(r["l2"], 3), _fmt(r["images"])] for name, r in results.items()],
-            ))  # fmt: skip
+            header = ["model", *(title for title, _, _ in ATTACK_COLUMNS)]
+            table = [
+                [RunDir.short_name(name), *(_fmt(r[k], d) for _, k, d in ATTACK_COLUMNS)]
+                for name, r in results.items()
+            ]
+            blocks.append(Table(header, table))
         if (folder / "robustness.csv").is_file():
             rows = _read_csv(folder / "robustness.csv")
-            blocks.append(Table(rows[0], [[RunDir.short_name(r[0]), *map(_round, r[1:])]
-                                          for r in rows[1:]]))  # fmt: skip
+            table = [[RunDir.short_name(r[0]), *map(_round, r[1:])] for r in rows[1:]]
+            blocks.append(Table(rows[0], table))
         for picture in ("grid.png", "robustness.png"):
             if (folder / picture).is_file():
                 blocks.append(Figure(f"{rel}/{picture}", f"{folder.name}: {picture}"))

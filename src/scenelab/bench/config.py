@@ -37,9 +37,11 @@ class ModelsBenchConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainBenchConfig:
     model: str = option("simplenet", "registry model to train")
-    variants: str = option("plain,channels_last,bf16,bf16+channels_last,accum2,ema",
-                         "comma-separated speed switches to time against plain training (also: "
-                         "compile, compile+bf16; compiling takes a while)")  # fmt: skip
+    variants: str = option(
+        "plain,channels_last,bf16,bf16+channels_last,accum2,ema",
+        "comma-separated speed switches to time against plain training (also: "
+        "compile, compile+bf16; compiling takes a while)",
+    )
     batch_size: int = option(64, "images per optimizer step (accum2: two batches of half)")
     image_size: int = option(128, "input resolution in pixels")
     num_classes: int = option(100, "classes of the model's head")
@@ -83,7 +85,8 @@ class DataBenchConfig:
     batches: int = option(20, "timed batches per measurement (after one warm-up batch)")
     augment: str = option("course", "training augmentation preset", choices=AUGMENTS)
     batch_augment: bool = option(True, "augment in batches (--no-batch-augment: per image)")
-    repeats: int = option(3, "timed passes of model-only and end-to-end training, in turns "
-                          "(the median is reported)")  # fmt: skip
+    repeats: int = option(
+        3, "timed passes of model-only and end-to-end training, in turns (the median is reported)"
+    )
     cache_images: bool = option(False, "decode the measured images into memory first")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:N or mps")

@@ -27,8 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":
-        print(f"error: only `scenelab train` runs under torchrun; run `scenelab {args.command}` "
-              "as one process", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: only `scenelab train` runs under torchrun; run `scenelab {args.command}` "
+            "as one process",
+            file=sys.stderr,
+        )
         return 2
     try:
         return args.func(args)

@@ -126,8 +126,10 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(train_bench.table(train_bench.step_times(cfg, device), cfg.batch_size))
-    print("\nbf16 is fast on CPUs with AMX (Sapphire Rapids and later) or AVX512-BF16; elsewhere "
-          "it is emulated and slower than float32.")  # fmt: skip
+    print(
+        "\nbf16 is fast on CPUs with AMX (Sapphire Rapids and later) or AVX512-BF16; elsewhere "
+        "it is emulated and slower than float32."
+    )
     return 0
 
 

@@ -63,31 +63,34 @@ def _sources(args: argparse.Namespace) -> dict[str, Source]:
     for item in args.sha256 or []:
         name, _, digest = item.partition("=")
         if name not in MINIPLACES or len(digest) != 64:
-            raise ValueError(f"--sha256 expects NAME=HEX with NAME one of {', '.join(MINIPLACES)} "
-                             f"and a 64-digit SHA-256, got {item!r}")  # fmt: skip
+            raise ValueError(
+                f"--sha256 expects NAME=HEX with NAME one of {', '.join(MINIPLACES)} "
+                f"and a 64-digit SHA-256, got {item!r}"
+            )
         pins[name] = digest
     return {
         name: Source(
             args.mirror.rstrip("/") + "/" + name if args.mirror else s.url,
             pins.get(name, s.sha256),
             s.optional,
-        )  # fmt: skip
+        )
         for name, s in MINIPLACES.items()
     }
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    print(f"Downloading MiniPlaces into {root} (an interrupted download resumes) ...",
-          flush=True)  # fmt: skip
+    print(f"Downloading MiniPlaces into {root} (an interrupted download resumes) ...", flush=True)
     digests = download_miniplaces(root, sources=_sources(args), progress=_byte_progress)
     for split in ("train", "val"):
         MiniPlaces(root, split)  # the installed lists and images check out
     print("\nSHA-256 of the downloaded files (pin them with --sha256 NAME=HEX):")
     for name, digest in digests.items():
         print(f"  {name}  {digest}")
-    print(f"\nMiniPlaces is ready in {root}. Train with: scenelab train --data miniplaces "
-          f"--data-root {root}")  # fmt: skip
+    print(
+        f"\nMiniPlaces is ready in {root}. Train with: scenelab train --data miniplaces "
+        f"--data-root {root}"
+    )
     return 0
 
 

@@ -159,8 +159,9 @@ def warp(staged: list[Staged]) -> Tensor:
     # Each map in grid_sample's normalised coordinates (-1 and 1 at the outer edges): output
     # (-1..1) -> output pixels (0..size) -> input pixels (the matrix) -> input (-1..1).
     matrices = torch.stack([s.matrix for s in staged])  # (B, 2, 3)
-    from_output = torch.tensor([[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1]],
-                               dtype=torch.float64)  # fmt: skip
+    from_output = torch.tensor(
+        [[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1]], dtype=torch.float64
+    )
     theta = matrices @ from_output * torch.tensor([[2 / width], [2 / height]], dtype=torch.float64)
     theta[:, :, 2] -= 1
     # affine_grid's result by one broadcast product (three times faster on the CPU), in float64
@@ -170,7 +171,8 @@ def warp(staged: list[Staged]) -> Tensor:
     v, u = torch.meshgrid(centres, centres, indexing="ij")
     points = torch.stack([u, v, torch.ones_like(u)], -1).view(-1, 3)  # (S*S, 3)
     grid = torch.matmul(points, theta.transpose(1, 2)).float().view(len(staged), size, size, 2)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode=staged[0].padding,
-                        align_corners=False)  # fmt: skip
+    out = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode=staged[0].padding, align_corners=False
+    )
     factors = torch.stack([s.factors for s in staged])[:, :, None, None] / 255
     return (out * factors).clamp_(0, 1)

@@ -38,8 +38,7 @@ class _Decode(Dataset):
 
 def decode_all(paths: list[Path], size: int, workers: int) -> list[torch.Tensor | None]:
     """Every image decoded and resized (shorter side `size`), in parallel over `workers`."""
-    loader = DataLoader(_Decode(paths, size), batch_size=64, num_workers=workers,
-                        collate_fn=list)  # fmt: skip
+    loader = DataLoader(_Decode(paths, size), batch_size=64, num_workers=workers, collate_fn=list)
     # clone: a tensor from a worker lives in its own shared-memory segment until freed
     return [None if t is None else t.clone() for batch in loader for t in batch]
 
@@ -70,5 +69,5 @@ def cache_images(dataset: Dataset, size: int, workers: int, *, limit: int = 0) -
             dataset.samples = dataset.imgs = dataset.samples[:limit]
             dataset.targets = dataset.targets[:limit]
         paths = [path for path, _ in dataset.samples]
-        dataset.loader = _CachedLoader(dict(zip(paths, decode_all(paths, size, workers),
-                                                strict=True)))  # fmt: skip
+        images = dict(zip(paths, decode_all(paths, size, workers), strict=True))
+        dataset.loader = _CachedLoader(images)

@@ -70,8 +70,10 @@ def collate_present(batch: list):
     for batched augmentation are warped into their batch here."""
     present = [sample for sample in batch if sample is not None]
     if not present:
-        raise DatasetError(f"none of the {len(batch)} images of a batch could be read; check the "
-                           "image files (the paths are listed in bad_images.txt)")  # fmt: skip
+        raise DatasetError(
+            f"none of the {len(batch)} images of a batch could be read; check the "
+            "image files (the paths are listed in bad_images.txt)"
+        )
     if isinstance(present[0][0], Staged):
         images, *rest = zip(*present, strict=True)
         return [warp(list(images)), *default_collate(list(zip(*rest, strict=True)))]

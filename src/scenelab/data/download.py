@@ -189,8 +189,9 @@ def download_miniplaces(
     for name, source in sources.items():
         try:
             report = progress(name) if progress else None
-            digests[name] = download_file(source.url, root / name, sha256=source.sha256,
-                                          progress=report)  # fmt: skip
+            digests[name] = download_file(
+                source.url, root / name, sha256=source.sha256, progress=report
+            )
         except DownloadError as e:
             if source.optional:
                 continue
