@@ -6,11 +6,12 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from scenelab.adversarial import AdversarialObjective
+from scenelab.adversarial import AdversarialObjective, CrossEntropy
 from scenelab.attack import pgd
 from scenelab.cli import main
 from scenelab.config import AdvConfig
 from scenelab.models import Normalize, SimpleNet
+from scenelab.tracking import EpochLog
 from scenelab.train import train_one_epoch
 
 from conftest import TINY_TRAIN
@@ -30,14 +31,14 @@ def _train(objective, epochs=1, model=None, loader=None, lr=0.05):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     step = 0
     for _ in range(epochs):
-        stats, step = train_one_epoch(model, loader, opt, device=torch.device("cpu"),
-                                      objective=objective, step=step)  # fmt: skip
+        log = EpochLog(step=step)  # the steps count on, as the objective's warm-up needs
+        stats = train_one_epoch(model, loader, opt, objective, device=torch.device("cpu"), log=log)
+        step = log.step
     return model, stats
 
 
 def test_the_eps_schedule_rises_linearly_over_the_warmup_then_stays():
-    objective = AdversarialObjective(AdvConfig(adv_train="madry", adv_eps=0.1,
-                                               adv_warmup_epochs=2))  # fmt: skip
+    objective = AdversarialObjective(AdvConfig(adv_train="madry", adv_eps=0.1, adv_warmup_epochs=2))
     assert [objective.eps_at(e) for e in (0.25, 1, 2, 3.5)] == pytest.approx(
         [0.0125, 0.05, 0.1, 0.1]
     )
@@ -48,27 +49,32 @@ def test_the_eps_schedule_rises_linearly_over_the_warmup_then_stays():
 
 @pytest.mark.parametrize("settings", [dict(adv_weight=1.0), dict(adv_fraction=0.0)])
 def test_goodfellow_with_weight_1_or_fraction_0_is_plain_training_exactly(settings):
-    plain, _ = _train(None)
+    plain, _ = _train(CrossEntropy())
     cfg = AdvConfig(adv_train="goodfellow", **settings)
     adversarial, _ = _train(AdversarialObjective(cfg))
     for a, b in zip(plain.state_dict().values(), adversarial.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("settings", [
-    dict(adv_train="goodfellow"),
-    dict(adv_train="goodfellow", adv_weight=0.0, adv_target="least-likely"),
-    dict(adv_train="madry", adv_steps=2, adv_bn_mode="train"),
-    dict(adv_train="fgsm-rs"),
-    dict(adv_train="trades", adv_steps=2),
-    dict(adv_train="trades", adv_steps=2, adv_bn_mode="train", adv_warmup_epochs=1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(adv_train="goodfellow"),
+        dict(adv_train="goodfellow", adv_weight=0.0, adv_target="least-likely"),
+        dict(adv_train="madry", adv_steps=2, adv_bn_mode="train"),
+        dict(adv_train="fgsm-rs"),
+        dict(adv_train="trades", adv_steps=2),
+        dict(adv_train="trades", adv_steps=2, adv_bn_mode="train", adv_warmup_epochs=1),
+    ],
+)
 def test_each_method_trains_with_a_finite_loss(settings):
     before = SimpleNet(num_classes=5).state_dict()
     model, stats = _train(AdversarialObjective(AdvConfig(**settings)))
     assert torch.isfinite(torch.tensor(stats["loss"])) and stats["loss"] > 0
-    assert any(not torch.equal(a, b) for a, b in zip(before.values(), model.state_dict().values(),
-                                                      strict=True))  # fmt: skip
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(before.values(), model.state_dict().values(), strict=True)
+    )
 
 
 def test_trades_refuses_a_target():
@@ -102,7 +108,7 @@ def test_adversarial_training_beats_standard_training_under_attack():
         torch.manual_seed(0)
         return nn.Sequential(Normalize(), nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
 
-    standard, _ = _train(None, epochs=20, model=toy(), loader=loader, lr=0.02)
+    standard, _ = _train(CrossEntropy(), epochs=20, model=toy(), loader=loader, lr=0.02)
     madry = AdversarialObjective(AdvConfig(adv_train="madry", adv_eps=eps, adv_steps=5))
     robust, _ = _train(madry, epochs=20, model=toy(), loader=loader, lr=0.02)
     x_test, y_test = _easy_task(512, 1)

@@ -6,13 +6,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from scenelab.adversarial import CrossEntropy
 from scenelab.config import OptimConfig, RunConfig
 from scenelab.data.synthetic import generate
 from scenelab.evaluation import evaluate
 from scenelab.models import SimpleNet
 from scenelab.optim import build_optimizer, build_scheduler, lr_factor, param_groups
-from scenelab.tracking import RunDir
-from scenelab.train import TrainingError, fit, train_one_epoch
+from scenelab.tracking import EpochLog, RunDir
+from scenelab.train import Loaders, TrainingError, fit, train_one_epoch
 
 
 def test_warmup_starts_above_zero_and_cosine_ends_at_the_floor():
@@ -60,7 +61,7 @@ def test_a_few_training_steps_reduce_the_loss(device):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     before = evaluate(model, loader, device=device)["loss"]
     for _ in range(8):
-        train_one_epoch(model, loader, opt, device=device)
+        train_one_epoch(model, loader, opt, CrossEntropy(), device=device)
     after = evaluate(model, loader, device=device)["loss"]
     assert after < 0.8 * before
 
@@ -68,8 +69,11 @@ def test_a_few_training_steps_reduce_the_loss(device):
 def test_train_one_epoch_reports_percentages_and_counts_steps(device):
     model = SimpleNet(num_classes=3).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    metrics, step = train_one_epoch(model, _loader(), opt, device=device, step=5, clip_grad=1.0)
-    assert step == 7 and set(metrics) == {"loss", "acc1", "acc5"}
+    log = EpochLog(step=5)
+    metrics = train_one_epoch(
+        model, _loader(), opt, CrossEntropy(), device=device, clip_grad=1.0, log=log
+    )
+    assert log.step == 7 and set(metrics) == {"loss", "acc1", "acc5"}
     assert 0 <= metrics["acc1"] <= 100 and metrics["acc5"] == 100.0  # 3 classes
 
 
@@ -122,8 +126,7 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_pat
         fit(
             cfg,
             model,
-            _loader(),
-            _loader(),
+            Loaders(_loader(), _loader()),
             device=torch.device("cpu"),
             run=run,
             classes=["a", "b", "c"],
@@ -149,17 +152,20 @@ def _trained_copies(**fast) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     plain = SimpleNet(num_classes=3)
     other = copy.deepcopy(plain)
-    if fast.get("memory_format") is torch.channels_last:
+    if fast["precision"].memory_format is torch.channels_last:
         other = other.to(memory_format=torch.channels_last)
     cpu = torch.device("cpu")
     for model, kwargs in ((plain, {}), (other, fast)):
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        train_one_epoch(model, _loader(), opt, device=cpu, **kwargs)
+        train_one_epoch(model, _loader(), opt, CrossEntropy(), device=cpu, **kwargs)
     return plain, other
 
 
 def test_channels_last_trains_the_same_model():
-    plain, other = _trained_copies(memory_format=torch.channels_last)
+    from scenelab.runtime import Precision
+
+    channels_last = Precision(torch.device("cpu"), channels_last=True)
+    plain, other = _trained_copies(precision=channels_last)
     for (name, a), b in zip(plain.state_dict().items(), other.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), name
 
@@ -187,8 +193,17 @@ def test_a_compiled_model_trains_and_saves_an_uncompiled_state_dict(tmp_path):
     opt = build_optimizer(compiled, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
     run = RunDir(tmp_path)
-    fit(cfg, compiled, _loader(), _loader(), device=torch.device("cpu"), run=run,
-        classes=["a", "b", "c"], optimizer=opt, scheduler=sched)  # fmt: skip
+    loaders = Loaders(_loader(), _loader())
+    fit(
+        cfg,
+        compiled,
+        loaders,
+        device=torch.device("cpu"),
+        run=run,
+        classes=["a", "b", "c"],
+        optimizer=opt,
+        scheduler=sched,
+    )
     saved = torch.load(run.last, weights_only=True)["model"]
     assert saved.keys() == model.state_dict().keys()  # no _orig_mod. prefix
     fresh = SimpleNet(num_classes=3)
@@ -216,12 +231,20 @@ def test_accumulated_gradients_equal_one_step_on_the_larger_batch():
     large.load_state_dict(small.state_dict())
     cpu = torch.device("cpu")
     opt = torch.optim.SGD(small.parameters(), lr=0.5, momentum=0.9)
-    _, steps = train_one_epoch(small, DataLoader(data, batch_size=8), opt, device=cpu,
-                               accum_steps=3)  # fmt: skip
-    assert steps == 2  # 5 batches: a step of 3, then one of the last 2
+    log = EpochLog()
+    train_one_epoch(
+        small,
+        DataLoader(data, batch_size=8),
+        opt,
+        CrossEntropy(),
+        device=cpu,
+        accum_steps=3,
+        log=log,
+    )
+    assert log.step == 2  # 5 batches: a step of 3, then one of the last 2
     batches = [list(range(24)), list(range(24, 40))]  # the same two steps, unaccumulated
     opt = torch.optim.SGD(large.parameters(), lr=0.5, momentum=0.9)
-    train_one_epoch(large, DataLoader(data, batch_sampler=batches), opt, device=cpu)
+    train_one_epoch(large, DataLoader(data, batch_sampler=batches), opt, CrossEntropy(), device=cpu)
     for a, b in zip(small.parameters(), large.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
@@ -234,19 +257,35 @@ def test_the_weight_average_is_the_exponential_average_of_every_step(tmp_path):
     opt = build_optimizer(model, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
     run = RunDir(tmp_path)
-    fit(cfg, model, _loader(), _loader(), device=torch.device("cpu"), run=run,
-        classes=["a", "b", "c"], optimizer=opt, scheduler=sched)  # fmt: skip
+    loaders = Loaders(_loader(), _loader())
+    fit(
+        cfg,
+        model,
+        loaders,
+        device=torch.device("cpu"),
+        run=run,
+        classes=["a", "b", "c"],
+        optimizer=opt,
+        scheduler=sched,
+    )
     saved = torch.load(run.last, weights_only=True)
     opt = build_optimizer(replay, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
     average = []
 
-    def record(step, done, sums):
+    def record(log):
         now = replay.head.weight.detach().clone()
         average.append(now if not average else 0.5 * average[-1] + 0.5 * now)
 
-    train_one_epoch(replay, _loader(), opt, device=torch.device("cpu"), scheduler=sched,
-                    after_step=record)  # fmt: skip
+    train_one_epoch(
+        replay,
+        _loader(),
+        opt,
+        CrossEntropy(),
+        device=torch.device("cpu"),
+        scheduler=sched,
+        on_step=[record],
+    )
     assert len(average) == 2
     assert torch.allclose(saved["ema"]["module.head.weight"], average[-1], atol=1e-6)
 

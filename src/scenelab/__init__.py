@@ -3,7 +3,7 @@
 The public API, re-exported here; the command line (`scenelab ...`) is built on it.
 """
 
-from .adversarial import AdversarialObjective
+from .adversarial import AdversarialObjective, CrossEntropy
 from .attack import (
     course_units,
     evaluate_attack,
@@ -41,7 +41,8 @@ from .models import MODELS, build_model, count_flops, count_parameters, load_pre
 from .ops import UnfoldConv2d, conv2d_unfold
 from .optim import build_optimizer, build_scheduler
 from .report import write_report
-from .train import fit, train_one_epoch
+from .tracking import EpochLog
+from .train import Loaders, fit, train_one_epoch
 
 __all__ = [
     "write_report",
@@ -49,8 +50,11 @@ __all__ = [
     "AdvConfig",
     "AdversarialObjective",
     "AttackConfig",
+    "CrossEntropy",
     "DataConfig",
+    "EpochLog",
     "ExplainConfig",
+    "Loaders",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",

@@ -1,8 +1,8 @@
-"""Adversarial training objectives for the one training loop (`train_one_epoch(objective=...)`).
+"""Training objectives for the one training loop: `train_one_epoch(model, loader, opt, objective)`.
 
 An objective maps (model, images, labels, epochs done) to (loss, logits for the batch's
-accuracy); plain training uses none. All attacks are L-infinity PGD in pixel units from
-`attack.pgd`:
+accuracy). Plain training's is `CrossEntropy` (with label smoothing); the adversarial ones
+(`AdversarialObjective`) are all L-infinity PGD in pixel units from `attack.pgd`:
 
 - `goodfellow`: the course's mixed objective, `weight * CE(x) + (1 - weight) * CE(x_mixed)`,
   where `x_mixed` is the batch with a `fraction` of its images replaced by adversarial ones.
@@ -23,17 +23,36 @@ and DDP averages them over the processes.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attack import least_likely_target, pgd
-from .config import ADV_DEFAULTS, AdvConfig
+from .config import ADV_DEFAULTS, AdvConfig, RunConfig
 from .modes import eval_mode
 from .runtime import unwrap
 
 Objective = Callable[[nn.Module, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Plain training: the cross-entropy of the batch, with label smoothing."""
+
+    label_smoothing: float = 0.0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epochs: float = 0.0):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
+
+
+def build_objective(cfg: RunConfig) -> Objective:
+    """The run's objective: adversarial when `cfg.adv.adv_train` says so, else plain."""
+    if cfg.adv.adv_train == "none":
+        return CrossEntropy(cfg.optim.label_smoothing)
+    return AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
 
 
 class AdversarialObjective:

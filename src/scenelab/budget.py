@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .adversarial import AdversarialObjective
+from .adversarial import build_objective
 from .config import RunConfig
 from .data import build_loader
 from .evaluation import evaluate, robust_accuracy
@@ -48,9 +48,7 @@ def estimate_epoch_seconds(
     share: batches of batch_size / world images, 1 / world of each split."""
     probe = copy.deepcopy(model)
     optimizer = build_optimizer(probe, cfg.optim)
-    objective = None
-    if cfg.adv.adv_train != "none":
-        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
+    objective = build_objective(cfg)
     batch = cfg.data.batch_size // world
     data = replace(cfg.data, batch_size=batch)
 
@@ -73,12 +71,18 @@ def estimate_epoch_seconds(
         fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
         return fixed + per_image * math.ceil(images / world)
 
-    seconds = extrapolate(train_set, True, lambda part: train_one_epoch(
-        probe, part, optimizer, device=device, objective=objective), len(train_set))  # fmt: skip
-    seconds += extrapolate(val_set, False, lambda part: evaluate(
-        probe, part, device=device, tta=cfg.train.tta), len(val_set))  # fmt: skip
+    def train(part: DataLoader) -> None:
+        train_one_epoch(probe, part, optimizer, objective, device=device)
+
+    def validate(part: DataLoader) -> None:
+        evaluate(probe, part, device=device, tta=cfg.train.tta)
+
+    def attack(part: DataLoader) -> None:
+        robust_accuracy(probe, part, cfg, device=device)
+
+    seconds = extrapolate(train_set, True, train, len(train_set))
+    seconds += extrapolate(val_set, False, validate, len(val_set))
     if robust_images:
         robust = Subset(val_set, range(min(robust_images, len(val_set))))
-        seconds += extrapolate(robust, False, lambda part: robust_accuracy(
-            probe, part, cfg, device=device), robust_images)  # fmt: skip
+        seconds += extrapolate(robust, False, attack, robust_images)
     return seconds

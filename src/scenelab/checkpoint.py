@@ -1,25 +1,97 @@
 """Checkpoints: dicts of state dicts and primitives, written atomically, loaded weights-only.
 
-A checkpoint holds `model`, `optimizer`, `scheduler` (state dicts), `epoch` (completed epochs),
-`step`, `best_acc1`, `totals` (running figures for the summary), `config` (the run's nested
-config dict), `classes` (names) and `model_name`. Nothing is pickled beyond tensors and
-primitives, so `torch.load(weights_only=True)` reads it.
+A checkpoint holds `model`, `optimizer`, `scheduler` (state dicts), the fields of `FitState`
+(where the run stands: epochs done and planned, steps, best top-1, running totals, and a step
+checkpoint's position in its epoch), `config` (the run's nested config dict), `classes`
+(names) and `model_name`. Nothing is pickled beyond tensors and primitives, so
+`torch.load(weights_only=True)` reads it.
 """
 
+import math
 import os
 import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .config import RunConfig
+from .metrics import RunningSums
 from .models import build_model
+from .runtime import Precision, any_process, gather_objects, rank, rng_state
+from .tracking import EpochLog, RunDir
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+class Interrupted(Exception):
+    """Training stopped on request (SIGINT, SIGTERM) after saving a checkpoint to resume from."""
+
+
+@dataclass
+class FitState:
+    """Where a run stands; saved in every checkpoint so `--resume` continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    epochs: int = 0  # planned epochs (a time budget may resize them once); 0: the config's
+    step: int = 0  # optimizer steps
+    best_acc1: float = -1.0
+    totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
+    # Part-way through epoch `epoch + 1` (a step checkpoint): its batches done, their running
+    # sums (of all processes) and each process's random state after the last of them (a list
+    # by rank; one dict in checkpoints of earlier versions). Zero / None at an epoch's end.
+    position: int = 0
+    partial: dict[str, Any] | None = None
+    rng: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor] | None = None
+    scaler: dict[str, Any] | None = None  # fp16's gradient scaler
+    ema: dict[str, Any] | None = None  # the weight average (--ema-decay)
+    confusion: torch.Tensor | None = field(default=None, metadata={"saved": False})  # last val
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
+        saved = {f.name: state[f.name] for f in fields(cls) if f.name in state}
+        planned = state.get("epochs") or state["config"]["train"]["epochs"]  # earlier versions
+        return cls(**saved | {"epochs": planned, "totals": dict(state["totals"])})
+
+    def checkpoint(self) -> dict[str, Any]:
+        saved = [f.name for f in fields(self) if f.metadata.get("saved", True)]
+        return {name: getattr(self, name) for name in saved} | {"totals": dict(self.totals)}
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Count a finished epoch's metrics row in; True when its val top-1 is the best yet."""
+        self.epoch = row["epoch"]
+        t = self.totals
+        t["train_seconds"] = t.get("train_seconds", 0.0) + row["epoch_seconds"]
+        images = row["images_per_second"] * row["epoch_seconds"]
+        t["train_images"] = t.get("train_images", 0.0) + images
+        t["peak_memory_mb"] = max(t.get("peak_memory_mb", 0.0), row["peak_memory_mb"])
+        t["min_val_loss"] = min(t.get("min_val_loss", math.inf), row["val_loss"])
+        t["min_train_loss"] = min(t.get("min_train_loss", math.inf), row["train_loss"])
+        for key in _FINAL_KEYS:
+            if key in row:
+                t[f"final_{key}"] = row[key]
+        improved = row["val_acc1"] > self.best_acc1
+        self.best_acc1 = max(self.best_acc1, row["val_acc1"])
+        return improved
+
+
+# Metrics whose last value the totals keep as final_<key>
+_FINAL_KEYS = (
+    "train_acc1",
+    "train_acc5",
+    "val_acc1",
+    "val_acc5",
+    "val_loss",
+    "train_loss",
+    "val_robust_acc1",
+    "val_robust_drop",
+)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -91,3 +163,64 @@ def trained_model(
     model = fresh_model(state)
     load_model_state(model, state, cfg.model.model, path)
     return model.eval(), cfg
+
+
+@dataclass
+class Checkpointer:
+    """Writes the run's checkpoints, on the main process only: `save` at an epoch's end, and
+    `on_step` every `checkpoint_every` optimizer steps and when `stop()` turns true, in which
+    case it raises `Interrupted` after saving. A step checkpoint holds the epoch's position,
+    its running sums (of all processes) and every process's random state, from which a killed
+    run resumes part-way through the epoch (the train loader needs a `ResumableSampler`)."""
+
+    run: RunDir
+    cfg: RunConfig  # its epochs: as planned at the start
+    classes: list[str]
+    model: nn.Module  # without DDP's wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    state: FitState
+    precision: Precision
+    ema: AveragedModel | None = None
+    stop: Callable[[], bool] | None = None
+
+    def save(self, improved: bool = False) -> None:
+        """last.pt, and best.pt too when `improved`."""
+        if rank() != 0:
+            return
+        state = self.state
+        state.scaler = self.precision.scaler.state_dict() or None
+        state.ema = self.ema.state_dict() if self.ema is not None else None
+        cfg = replace(self.cfg, train=replace(self.cfg.train, epochs=state.epochs))
+        checkpoint = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            **state.checkpoint(),
+            "config": cfg.to_dict(),
+            "classes": list(self.classes),
+            "model_name": cfg.model.model,
+        }
+        save_checkpoint(self.run.last, checkpoint)
+        if improved:
+            save_checkpoint(self.run.best, checkpoint)
+
+    def on_step(self, log: EpochLog) -> None:
+        device = self.precision.device
+        # Under torchrun, an all-reduce of one number a step, so that every process stops
+        # at the same step; a single process asks its own flag and does not sync.
+        stopping = any_process(self.stop is not None and self.stop(), device)
+        every = self.cfg.train.checkpoint_every
+        if not (stopping or (every and log.step % every == 0)):
+            return
+        state = self.state
+        state.step, state.position = log.step, log.batches
+        everyone = RunningSums.from_state(log.sums.state_dict(), device)  # a copy to reduce
+        state.partial = everyone.all_reduce(("loss", "acc1", "acc5"), device).state_dict()
+        state.rng = gather_objects(rng_state(device))
+        self.save()
+        if stopping:
+            raise Interrupted(
+                f"stopped after step {log.step} (epoch {state.epoch + 1}, batch "
+                f"{state.position} of {log.total}); saved {self.run.last}"
+            )

@@ -34,7 +34,6 @@ def evaluate(
     tta: bool = False,
     num_classes: int | None = None,
     precision: Precision | None = None,
-    memory_format: torch.memory_format = torch.preserve_format,
 ) -> dict[str, Any]:
     """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
 
@@ -49,7 +48,7 @@ def evaluate(
     precision = precision or Precision(device)
     with eval_mode(model):
         for x, y in loader:
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            x = x.to(device, non_blocking=True, memory_format=precision.memory_format)
             y = y.to(device, non_blocking=True)
             with precision.autocast():
                 logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()

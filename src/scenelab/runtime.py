@@ -105,7 +105,9 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 
 def any_process(flag: bool, device: torch.device) -> bool:
-    """True on every process when `flag` is true on any of them."""
+    """True on every process when `flag` is true on any of them (alone: `flag`, no sync)."""
+    if not _distributed():
+        return bool(flag)
     return bool(all_reduce_(torch.tensor([float(flag)], device=device), "max").item())
 
 
@@ -200,20 +202,23 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
-    """Mixed precision as one code path: `autocast()` and `scaler` (torch.amp's GradScaler)
-    are no-ops with `amp="off"`. bf16 needs no scaler; fp16 does, and runs on CUDA only."""
+    """How the numbers of training and evaluation are laid out, as one code path: `autocast()`
+    and `scaler` (torch.amp's GradScaler) are no-ops with `amp="off"`, and `memory_format` is
+    the inputs' layout (`torch.channels_last` for a model converted to it, else as they come).
+    bf16 needs no scaler; fp16 does, and runs on CUDA only."""
 
-    def __init__(self, device: torch.device, amp: str = "off") -> None:
+    def __init__(self, device: torch.device, amp: str = "off", *, channels_last: bool = False):
         if amp not in AMP_DTYPES:
             raise ValueError(f"unknown --amp {amp!r}: use off, bf16 or fp16")
         if amp == "fp16" and device.type != "cuda":
             raise ValueError("--amp fp16 needs a CUDA device; on the CPU use --amp bf16")
-        self.device_type, self.dtype = device.type, AMP_DTYPES[amp]
+        self.device, self.dtype = device, AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device_type, dtype=self.dtype or torch.bfloat16,
-                              enabled=self.dtype is not None)  # fmt: skip
+        dtype = self.dtype or torch.bfloat16  # unused when disabled
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.dtype is not None)
 
 
 def release_cached_memory(device: torch.device) -> None:

@@ -1,22 +1,27 @@
-"""Run folders, metric tracking (TensorBoard + CSV/JSONL) and console progress.
+"""Run folders, metric tracking (TensorBoard + CSV/JSONL + console) and training progress.
 
 `RunDir` names every file of a run, so nothing else spells a path. `Tracker` owns the run's one
-`SummaryWriter` and the metrics files; `NullTracker` does nothing. `Console` reports progress:
-a tqdm bar on a terminal, a compact line every `log_every` steps otherwise (readable CI logs),
-nothing without a stream. The CLI creates them and passes them down.
+`SummaryWriter`, the metrics files and the console; `NullTracker` does nothing. `Console`
+reports progress: a tqdm bar on a terminal, a compact line every `log_every` steps otherwise
+(readable CI logs), nothing without a stream. `EpochLog` is one training epoch's running
+metrics and its progress (torchvision's `MetricLogger`). The CLI creates the tracker and passes
+it down.
 """
 
 import csv
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from torch import Tensor
 from tqdm import tqdm
+
+from .metrics import RunningSums
 
 
 @dataclass(frozen=True)
@@ -63,14 +68,47 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-class Tracker:
-    """TensorBoard scalars/images and one metrics row per epoch (CSV and JSONL)."""
+# TensorBoard tag -> key of the epoch's metrics row
+EPOCH_TAGS = {
+    "train/loss": "train_loss",
+    "train/acc1": "train_acc1",
+    "train/acc5": "train_acc5",
+    "val/loss": "val_loss",
+    "val/acc1": "val_acc1",
+    "val/acc5": "val_acc5",
+    "val/robust_acc1": "val_robust_acc1",
+    "val/robust_drop": "val_robust_drop",
+    "val_ema/loss": "val_ema_loss",
+    "val_ema/acc1": "val_ema_acc1",
+    "val_ema/acc5": "val_ema_acc5",
+    "time/epoch_s": "epoch_seconds",
+    "mem/peak_mb": "peak_memory_mb",
+}
 
-    def __init__(self, run: RunDir, *, keep_epochs: int | None = None) -> None:
+
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """The console's summary of an epoch's metrics row."""
+    line = (
+        f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc1 "
+        f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
+        f"acc5 {row['val_acc5']:.2f}  {row['epoch_seconds']:.1f}s "
+        f"{row['images_per_second']:.0f} img/s"
+    )
+    if "val_robust_acc1" in row:
+        line += f"  robust acc1 {row['val_robust_acc1']:.2f}"
+    return line
+
+
+class Tracker:
+    """TensorBoard scalars/images, one metrics row per epoch (CSV and JSONL), and the console."""
+
+    def __init__(
+        self, run: RunDir, *, keep_epochs: int | None = None, console: "Console | None" = None
+    ) -> None:
         """keep_epochs: when resuming, keep the rows of epochs <= this and drop later ones."""
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when tracking
 
-        self.run = run
+        self.run, self.console = run, console or Console()
         self.rows = read_rows(run.metrics_jsonl)
         if keep_epochs is not None:
             self.rows = [r for r in self.rows if r["epoch"] <= keep_epochs]
@@ -84,9 +122,15 @@ class Tracker:
         """grid: (3, H, W) float in [0, 1]."""
         self.writer.add_image(tag, grid, step)
 
-    def log_epoch(self, row: dict[str, Any]) -> None:
+    def log_epoch(self, row: dict[str, Any], *, step: int, epochs: int) -> None:
+        """An epoch's metrics row: to the metrics files, TensorBoard (at optimizer step
+        `step`) and the console (as epoch `row["epoch"]` of `epochs`)."""
         self.rows.append(row)
         self._rewrite()
+        for tag, key in EPOCH_TAGS.items():
+            if key in row:
+                self.scalar(tag, row[key], step)
+        self.console.info(epoch_line(row, epochs))
 
     def _rewrite(self) -> None:
         fields = list(dict.fromkeys(k for row in self.rows for k in row))
@@ -107,14 +151,23 @@ class Tracker:
 
 
 class NullTracker:
-    """Same methods as Tracker, does nothing (for library use and tests)."""
+    """Same methods as Tracker, writes nothing (for library use, tests and DDP ranks > 0);
+    its console is silent unless given one."""
 
     rows: list[dict[str, Any]] = []
 
+    def __init__(self, console: "Console | None" = None) -> None:
+        self.console = console or Console()
+
     def scalar(self, tag: str, value: float, step: int) -> None: ...
     def images(self, tag: str, grid: Tensor, step: int) -> None: ...
-    def log_epoch(self, row: dict[str, Any]) -> None: ...
+    def log_epoch(self, row: dict[str, Any], *, step: int, epochs: int) -> None: ...
     def close(self) -> None: ...
+
+    def __enter__(self) -> "NullTracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 class Progress:
@@ -178,3 +231,50 @@ class Console:
         if self.stream is not None:
             self.stream.write(message + "\n")
             self.stream.flush()
+
+
+class EpochLog:
+    """One training epoch's running metrics and progress: the tracker's console shows them as
+    they go, and TensorBoard gets the loss of every `log_every`-th optimizer step (the console's
+    interval) and the learning rate of every 10th.
+
+    It starts at the run's optimizer `step` and, for an epoch resumed part-way, at the epoch's
+    `batches` done and their running `sums`; `step` and `batches` count on from there.
+    """
+
+    def __init__(
+        self,
+        tracker: "Tracker | NullTracker | None" = None,
+        *,
+        desc: str = "train",
+        step: int = 0,
+        batches: int = 0,
+        sums: RunningSums | None = None,
+    ) -> None:
+        self.tracker = tracker or NullTracker()
+        self.desc, self.step, self.batches, self.total = desc, step, batches, batches
+        self.sums = sums or RunningSums()
+        self._progress = Progress()
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator["EpochLog"]:
+        """Show the progress of the `total` batches to come; the bar is closed even if a step
+        raises. `self.total` becomes the batches of the whole epoch."""
+        self.total = self.batches + total
+        with self.tracker.console.progress(total, self.desc) as self._progress:
+            yield self
+
+    def update(self, n: int, **sums: Tensor) -> None:
+        """A batch of `n` images and its summed metrics (on-device tensors, no host sync)."""
+        self.sums.add(n, **sums)
+        self.batches += 1
+        self._progress.step(lambda: {"loss": self.sums.means()["loss"]})
+
+    def optimizer_step(self, loss: Tensor, lr: float) -> None:
+        """One optimizer step done; `loss` is its loss (a 0-dim tensor on the device)."""
+        self.step += 1
+        if self.step % self.tracker.console.log_every == 0:
+            # A host sync, once per logging interval: the loss has to leave the device.
+            self.tracker.scalar("train/step_loss", loss.item(), self.step)
+        if self.step % 10 == 0:
+            self.tracker.scalar("train/lr", lr, self.step)

@@ -1,27 +1,28 @@
 """`train_one_epoch` and `fit`: the one training loop (evaluation is in evaluation.py).
 
 Every epoch reseeds python, numpy, torch and the loader's generator from (seed, epoch), so a
-resumed run sees the same data order and augmentation as an uninterrupted one.
+resumed run sees the same data order and augmentation as an uninterrupted one. `fit` is the
+epoch loop of torchvision's references (train an epoch, evaluate, save on the main process);
+checkpoints are written by a `Checkpointer`, which also saves every few steps and on a stop
+request, and the run's progress (the planned epochs among it) lives in `FitState`.
 """
 
-import functools
 import math
 import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from .adversarial import AdversarialObjective, Objective
-from .checkpoint import save_checkpoint
+from .adversarial import Objective, build_objective
+from .checkpoint import Checkpointer, FitState
 from .config import RunConfig
 from .data.sampling import ResumableSampler
 from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
@@ -31,18 +32,17 @@ from .runtime import (
     Precision,
     Timer,
     all_reduce_,
-    any_process,
     derive_seed,
-    gather_objects,
     peak_memory_mb,
     rank,
     reset_peak_memory,
-    rng_state,
     set_rng_state,
     unwrap,
     world_size,
 )
-from .tracking import Console, NullTracker, RunDir, Tracker
+from .tracking import EpochLog, NullTracker, RunDir, Tracker
+
+StepHook = Callable[[EpochLog], None]  # runs after every optimizer step
 
 
 class TrainingError(RuntimeError):
@@ -55,98 +55,83 @@ class NonFiniteLoss(TrainingError):
         self.loss, self.step, self.lr = loss, step, lr
 
 
-class Interrupted(TrainingError):
-    """Training stopped on request (SIGINT, SIGTERM) after saving a checkpoint to resume from."""
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
+    objective: Objective,
     *,
     device: torch.device,
-    scheduler=None,
-    label_smoothing: float = 0.0,
-    clip_grad: float = 0.0,
-    console: Console | None = None,
-    desc: str = "train",
-    tracker=None,
-    step: int = 0,
-    objective: Objective | None = None,
-    steps_per_epoch: int | None = None,
-    sums: RunningSums | None = None,
-    after_step: Callable[[int, int, RunningSums], None] | None = None,
-    accum_steps: int = 1,
     precision: Precision | None = None,
-    memory_format: torch.memory_format = torch.preserve_format,
-) -> tuple[dict[str, float], int]:
-    """One pass over `loader`; returns mean loss/acc1/acc5 (percent) and the new step count.
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    accum_steps: int = 1,
+    clip_grad: float = 0.0,
+    log: EpochLog | None = None,
+    on_step: Sequence[StepHook] = (),
+) -> dict[str, float]:
+    """One pass over `loader`; returns the mean loss, acc1 and acc5 (percent).
 
-    In DDP, `model` is the DDP-wrapped model and `loader` this process's share; the metrics
-    are those of all processes together, and the accumulated batches skip the gradient
-    all-reduce until the step's last one (`no_sync`).
+    `objective(model, x, y, epochs)` gives the batch's loss and logits (`CrossEntropy` for
+    plain training); `epochs` is the training done by the end of this step. With `accum_steps`
+    > 1, the gradients of that many batches are averaged into each optimizer step (the epoch's
+    last step takes what is left). `precision` sets autocast, fp16's gradient scaler and the
+    inputs' memory format. `log` counts the run's optimizer steps and the epoch's running
+    metrics, shows progress, and continues an epoch resumed part-way (give it the sums of the
+    batches done and the loader of the rest); `on_step` hooks run after each optimizer step.
 
-    `objective(model, x, y, epochs)` replaces the cross-entropy of the batch (adversarial
-    training); `epochs` is the training done by the end of this step, in epochs (counted with
-    optimizer steps per epoch). To continue an epoch part-way, pass the loader of its remaining
-    batches and the `sums` of the batches done. `after_step(step, batches, sums)` runs after
-    every optimizer step (step checkpoints, stop requests, weight averages); `batches` counts
-    the batches of this call so far. With `accum_steps` > 1, gradients of that many batches
-    are averaged into each optimizer step (the epoch's last step takes what is left).
-    `precision` sets mixed precision (autocast and, for fp16, a gradient scaler);
-    `memory_format` the inputs' layout (`torch.channels_last` for a model converted to it).
-    Raises `NonFiniteLoss` at the first step whose loss is NaN or infinite (on any process),
-    before updating.
+    In DDP, `model` is the DDP-wrapped model and `loader` this process's share; the metrics are
+    those of all processes, and accumulated batches skip the gradient all-reduce until the
+    step's last one (`no_sync`). Raises `NonFiniteLoss` at the first step whose loss is NaN or
+    infinite on any process, before updating.
     """
     model.train()
-    tracker = tracker or NullTracker()
-    sums = sums or RunningSums()
     precision = precision or Precision(device)
+    log = log or EpochLog()
     batches = len(loader)
-    steps_per_epoch = steps_per_epoch or math.ceil(batches / accum_steps)
-    optimizer.zero_grad(set_to_none=True)
-    console = console or Console()
+    steps_per_epoch = math.ceil(epoch_batches(loader) / accum_steps)
     step_loss = torch.zeros((), device=device)  # this step's loss, over its batches
-    with console.progress(batches, desc) as progress:  # closed if a step raises
+    optimizer.zero_grad(set_to_none=True)
+    with log.progress(batches):
         for i, (x, y) in enumerate(loader):
-            x = x.to(device, non_blocking=True, memory_format=memory_format)
+            x = x.to(device, non_blocking=True, memory_format=precision.memory_format)
             y = y.to(device, non_blocking=True)
             last = (i + 1) % accum_steps == 0 or i + 1 == batches  # of this optimizer step
+            group = min(accum_steps, batches - i // accum_steps * accum_steps)  # its batches
             with nullcontext() if last else _no_sync(model):
                 with precision.autocast():
-                    if objective is None:
-                        logits = model(x)
-                        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                    else:
-                        loss, logits = objective(model, x, y, (step + 1) / steps_per_epoch)
-                total = all_reduce_(loss.detach().float().clone())  # NaN if any process's is
+                    loss, logits = objective(model, x, y, (log.step + 1) / steps_per_epoch)
+                # A host sync every batch, and it stays: a NaN must stop the run before it reaches
+                # the weights (and last.pt). Under torchrun the sum makes every process stop.
+                total = all_reduce_(loss.detach().float().clone())
                 if not torch.isfinite(total):
                     lr = optimizer.param_groups[0]["lr"]
-                    raise NonFiniteLoss(total.item() / world_size(), step + 1, lr)
-                group = min(accum_steps, batches - i // accum_steps * accum_steps)  # this step's
+                    raise NonFiniteLoss(total.item() / world_size(), log.step + 1, lr)
                 precision.scaler.scale(loss / group).backward()
                 step_loss += total / world_size() / group
-            sums.add(len(y), **batch_stats(logits, y, loss))
-            progress.step(lambda: {"loss": sums.means()["loss"]})
+            log.update(len(y), **batch_stats(logits, y, loss))
             if not last:
                 continue  # accumulate the next batch's gradient first
             if clip_grad > 0:
                 precision.scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            precision.scaler.step(optimizer)
+            precision.scaler.step(optimizer)  # fp16: syncs to read its inf check, as torch's does
             precision.scaler.update()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
-            step += 1
-            if step % console.log_every == 0:
-                tracker.scalar("train/step_loss", step_loss.item(), step)
+            log.optimizer_step(step_loss, optimizer.param_groups[0]["lr"])
             step_loss.zero_()
-            if step % 10 == 0:
-                tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            if after_step is not None:
-                after_step(step, i + 1, sums)
-    return sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT), step
+            for hook in on_step:
+                hook(log)
+    return log.sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT)
+
+
+def epoch_batches(loader: DataLoader) -> int:
+    """Batches in a whole epoch of `loader` (a DataLoader, or a list of batches), also when its
+    sampler starts part-way through."""
+    if isinstance(getattr(loader, "sampler", None), ResumableSampler):
+        return math.ceil(loader.sampler.num_samples / loader.batch_size)
+    return len(loader)
 
 
 def _no_sync(model: nn.Module):
@@ -155,34 +140,100 @@ def _no_sync(model: nn.Module):
     return model.no_sync() if ddp else nullcontext()
 
 
-@dataclass
-class FitState:
-    """Where a run stands; saved in every checkpoint so `--resume` continues exactly."""
+@dataclass(frozen=True)
+class Loaders:
+    """The loaders of a run: training, validation, and the fixed validation subset whose
+    robust accuracy is measured every epoch (None: not measured). In DDP, this process's."""
 
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps
-    best_acc1: float = -1.0
-    totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
-    # Part-way through epoch `epoch + 1` (a step checkpoint): its batches done, their running
-    # sums (of all processes) and each process's random state after the last of them (a list
-    # by rank; one dict in checkpoints of earlier versions). Zero / None at an epoch's end.
-    position: int = 0
-    partial: dict[str, Any] | None = None
-    rng: list[dict[str, Tensor]] | dict[str, Tensor] | None = None
-    scaler: dict[str, Any] | None = None  # fp16's gradient scaler
-    ema: dict[str, Any] | None = None  # the weight average (--ema-decay)
-    confusion: torch.Tensor | None = None  # of the last validation (not checkpointed)
+    train: DataLoader
+    val: DataLoader
+    robust: DataLoader | None = None
 
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> "FitState":
-        return cls(state["epoch"], state["step"], state["best_acc1"], dict(state["totals"]),
-                   state.get("position", 0), state.get("partial"), state.get("rng"),
-                   state.get("scaler"), state.get("ema"))  # fmt: skip
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "best_acc1": self.best_acc1,
-                "totals": dict(self.totals), "position": self.position, "partial": self.partial,
-                "rng": self.rng, "scaler": self.scaler, "ema": self.ema}  # fmt: skip
+def fit(
+    cfg: RunConfig,
+    model: nn.Module,
+    loaders: Loaders,
+    *,
+    device: torch.device,
+    run: RunDir,
+    classes: list[str],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    state: FitState | None = None,
+    tracker: Tracker | NullTracker | None = None,
+    stop: Callable[[], bool] | None = None,
+    resize: Callable[[float], int] | None = None,
+) -> FitState:
+    """Train from `state` to its planned epochs (or `cfg.train.stop_after`), evaluating each.
+
+    Writes `last.pt` every epoch and `best.pt` when val top-1 improves (see `Checkpointer` for
+    step checkpoints and `stop()`). `resize(seconds)` is called once, after the first epoch of
+    a run when that epoch is still warm-up, with its wall-clock seconds; it returns the run's
+    new number of epochs, and the schedule is resized to it (`--time-budget` corrects its
+    estimate this way). Returns the final state.
+
+    In DDP, `model` is the DDP-wrapped model and the loaders this process's shares
+    (`build_loader(rank=, world=)`); every process calls `fit`, metrics are those of all
+    processes, only rank 0 writes checkpoints (give the others a `NullTracker`), and `resize`
+    must return the same on every process.
+    """
+    state, tracker = state or FitState(epochs=cfg.train.epochs), tracker or NullTracker()
+    state.epochs = state.epochs or cfg.train.epochs  # checkpoints of earlier versions
+    model_without_ddp = unwrap(model)  # evaluation, weight averages and checkpoints use it
+    objective = build_objective(cfg)
+    precision = Precision(device, cfg.train.amp, channels_last=cfg.train.channels_last)
+    if state.scaler:
+        precision.scaler.load_state_dict(state.scaler)
+    ema = _weight_average(model_without_ddp, cfg.train.ema_decay, state.ema)
+    checkpointer = Checkpointer(
+        run, cfg, classes, model_without_ddp, optimizer, scheduler, state, precision, ema, stop
+    )
+    on_step = [checkpointer.on_step]
+    if ema is not None:
+        on_step.insert(0, lambda _: ema.update_parameters(model_without_ddp))
+    while state.epoch < _last_epoch(state.epochs, cfg.train.stop_after):
+        epoch, started = state.epoch + 1, time.perf_counter()
+        log = _start_epoch(cfg.train.seed, state, loaders.train, tracker, device)
+        images = world_size() * len(loaders.train.sampler)
+        reset_peak_memory(device)
+        with Timer(device) as timer, _non_finite_loss_stops(epoch, run):
+            train = train_one_epoch(
+                model,
+                loaders.train,
+                optimizer,
+                objective,
+                device=device,
+                precision=precision,
+                scheduler=scheduler,
+                accum_steps=cfg.train.accum_steps,
+                clip_grad=cfg.optim.clip_grad,
+                log=log,
+                on_step=on_step,
+            )
+        state.step, state.position, state.partial, state.rng = log.step, 0, None, None
+        val = _validate(model_without_ddp, ema, loaders.val, cfg, precision, len(classes))
+        state.confusion = val.pop("confusion")
+        lr = optimizer.param_groups[0]["lr"]
+        row = _epoch_row(epoch, train, val, timer.seconds, images, lr, device)
+        if loaders.robust is not None:
+            row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
+        improved = state.record(row)
+        tracker.log_epoch(row, step=state.step, epochs=state.epochs)
+        checkpointer.save(improved)
+        if resize is not None and epoch == 1 and cfg.optim.warmup_epochs >= 1:
+            state.epochs = resize(time.perf_counter() - started)
+            steps_per_epoch = math.ceil(epoch_batches(loaders.train) / cfg.train.accum_steps)
+            resize_schedule(
+                scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=state.epochs
+            )
+            checkpointer.save()  # last.pt resumes with the new length
+    return state
+
+
+def _last_epoch(epochs: int, stop_after: int) -> int:
+    """The epoch this call of `fit` ends with: `stop_after` (0: off) keeps the schedule."""
+    return min(stop_after, epochs) if stop_after else epochs
 
 
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: int = 0) -> None:
@@ -196,208 +247,75 @@ def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: i
         generator.manual_seed(s)
 
 
-def fit(
-    cfg: RunConfig,
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    *,
-    device: torch.device,
-    run: RunDir,
-    classes: list[str],
-    optimizer,
-    scheduler,
-    state: FitState | None = None,
-    tracker: Tracker | NullTracker | None = None,
-    console: Console | None = None,
-    generator: torch.Generator | None = None,
-    stop_after: int = 0,
-    robust_loader: DataLoader | None = None,
-    stop: Callable[[], bool] | None = None,
-    resize: Callable[[float], int] | None = None,
-) -> FitState:
-    """Train from `state` to `cfg.train.epochs` (or `stop_after` epochs), evaluating each epoch.
-
-    With `cfg.adv.adv_train`, the training objective is adversarial; with `robust_loader`,
-    each epoch also measures robust accuracy on it (`robust_accuracy`). Writes `last.pt` every
-    epoch and `best.pt` when val top-1 improves; with `cfg.train.checkpoint_every`, also
-    `last.pt` every that many steps, from which a killed run resumes part-way through an epoch
-    (the train loader needs a `ResumableSampler`). When `stop()` turns true, saves `last.pt`
-    after the current step and raises `Interrupted`. `resize(seconds)` is called once, after
-    the first epoch of a run when that epoch is still warm-up, with the epoch's wall-clock
-    seconds; it returns the run's new number of epochs, and the schedule is resized to it
-    (`--time-budget` corrects its estimate this way). Returns the final state.
-
-    In DDP, `model` is the DDP-wrapped model and `train_loader` and the evaluation loaders
-    this process's shares (`build_loader(rank=, world=)`); every process calls `fit`, metrics
-    are those of all processes, only rank 0 writes checkpoints (give the other processes a
-    `NullTracker` and a silent `Console`), and `resize` must return the same on every process.
-    """
-    state, tracker, console = state or FitState(), tracker or NullTracker(), console or Console()
-    local, me, world = unwrap(model), rank(), world_size()  # evaluation runs on `local`
-    objective = None
-    if cfg.adv.adv_train != "none":
-        objective = AdversarialObjective(cfg.adv, label_smoothing=cfg.optim.label_smoothing)
-    epochs = cfg.train.epochs
-    end = min(stop_after, epochs) if stop_after else epochs
-    sampler = train_loader.sampler
-    if not isinstance(sampler, ResumableSampler):
-        if state.position:
-            raise TrainingError("this checkpoint was saved part-way through an epoch: resuming "
-                                "it needs a train loader with a ResumableSampler")  # fmt: skip
-        sampler = None
-    batch, accum = train_loader.batch_size, cfg.train.accum_steps
-    batches = math.ceil(sampler.num_samples / batch) if sampler else len(train_loader)
-    steps_per_epoch = math.ceil(batches / accum)
-    ema = None
-    if cfg.train.ema_decay:
-        ema = AveragedModel(local, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay),
-                            use_buffers=True)  # fmt: skip
-        if state.ema:
-            ema.load_state_dict(state.ema)
-    precision = Precision(device, cfg.train.amp)
-    if state.scaler:
-        precision.scaler.load_state_dict(state.scaler)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
-    fast = {"precision": precision, "memory_format": memory_format}
-
-    def save(improved: bool = False) -> None:
-        if me != 0:
-            return
-        state.scaler = precision.scaler.state_dict() or None
-        state.ema = ema.state_dict() if ema is not None else None
-        checkpoint = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), **state.checkpoint(),
-                      "config": cfg.to_dict(), "classes": list(classes),
-                      "model_name": cfg.model.model}  # fmt: skip
-        save_checkpoint(run.last, checkpoint)
-        if improved:
-            save_checkpoint(run.best, checkpoint)
-
-    def after_step(step: int, done: int, sums: RunningSums, *, first: int) -> None:
-        if ema is not None:
-            ema.update_parameters(local)
-        stopping = any_process(stop is not None and stop(), device)  # all stop at one step
-        every = cfg.train.checkpoint_every
-        if not (stopping or (every and step % every == 0)):
-            return
-        state.step, state.position = step, first + done
-        everyone = RunningSums.from_state(sums.state_dict(), device)
-        state.partial = everyone.all_reduce(("loss", "acc1", "acc5"), device).state_dict()
-        state.rng = gather_objects(rng_state(device))
-        save()
-        if stopping:
-            raise Interrupted(
-                f"stopped after step {step} (epoch {state.epoch + 1}, batch {state.position} of "
-                f"{batches}); saved {run.last}"
-            )
-
-    while state.epoch < end:
-        epoch, started = state.epoch + 1, time.perf_counter()
-        seed_epoch(cfg.train.seed, epoch, generator, me)
-        if sampler is not None:
-            sampler.set_position(epoch, state.position * batch)
-        if state.rng is not None:  # continuing part-way: the random state of that moment
-            rngs = state.rng if isinstance(state.rng, list) else [state.rng]
-            set_rng_state(rngs[me % len(rngs)], device)
-        images = world * (len(sampler) if sampler is not None else len(train_loader.dataset))
-        sums = None  # the sums of the batches done, of all processes, continue on rank 0
-        if state.partial and me == 0:
-            sums = RunningSums.from_state(state.partial, device)
-        reset_peak_memory(device)
-        try:
-            with Timer(device) as timer:
-                train, state.step = train_one_epoch(
-                    model,
-                    train_loader,
-                    optimizer,
-                    device=device,
-                    scheduler=scheduler,
-                    label_smoothing=cfg.optim.label_smoothing,
-                    clip_grad=cfg.optim.clip_grad,
-                    console=console,
-                    desc=f"epoch {epoch}/{epochs}",
-                    tracker=tracker,
-                    step=state.step,
-                    objective=objective,
-                    steps_per_epoch=steps_per_epoch,
-                    sums=sums,
-                    after_step=functools.partial(after_step, first=state.position),
-                    accum_steps=accum,
-                    **fast,
-                )
-        except NonFiniteLoss as e:
-            raise TrainingError(
-                f"{e} in epoch {epoch}; the model was not updated with it, and the last good "
-                f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
-            ) from None
-        state.position, state.partial, state.rng = 0, None, None
-        val = evaluate(local, val_loader, device=device, tta=cfg.train.tta,
-                       num_classes=len(classes), **fast)  # fmt: skip
-        state.confusion = val.pop("confusion")
-        if ema is not None:
-            averaged = evaluate(ema.module, val_loader, device=device, tta=cfg.train.tta, **fast)
-            val |= {f"ema_{k}": v for k, v in averaged.items()}
-        row = _epoch_row(
-            epoch,
-            train,
-            val,
-            timer.seconds,
-            images,
-            device,
-            optimizer.param_groups[0]["lr"],
+def _start_epoch(
+    seed: int, state: FitState, loader: DataLoader, tracker, device: torch.device
+) -> EpochLog:
+    """Seed epoch `state.epoch + 1` and set its sampler's position. Part-way through it (a
+    step checkpoint), also the random state and running sums of that moment."""
+    epoch, me = state.epoch + 1, rank()
+    seed_epoch(seed, epoch, loader.generator, me)
+    if isinstance(loader.sampler, ResumableSampler):
+        loader.sampler.set_position(epoch, state.position * loader.batch_size)
+    elif state.position:
+        raise TrainingError(
+            "this checkpoint was saved part-way through an epoch: resuming it needs a train "
+            "loader with a ResumableSampler"
         )
-        if robust_loader is not None:
-            robust = robust_accuracy(local, robust_loader, cfg, device=device)
-            row["val_robust_acc1"] = robust.adv_acc1
-            row["val_robust_drop"] = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
-        peak = torch.tensor([row["peak_memory_mb"]], device=device)
-        row["peak_memory_mb"] = all_reduce_(peak, "max").item()  # of the largest process
-        _accumulate(state, row)
-        tracker.log_epoch(row)
-        for tag, key in _TAGS.items():
-            if key in row:
-                tracker.scalar(tag, row[key], state.step)
-        state.epoch = epoch
-        improved = val["acc1"] > state.best_acc1
-        state.best_acc1 = max(state.best_acc1, val["acc1"])
-        save(improved)
-        console.info(
-            f"epoch {epoch}/{epochs}  train loss {row['train_loss']:.4f} acc1 "
-            f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
-            f"acc5 {row['val_acc5']:.2f}  {row['epoch_seconds']:.1f}s "
-            f"{row['images_per_second']:.0f} img/s"
-            + (f"  robust acc1 {row['val_robust_acc1']:.2f}" if robust_loader is not None else "")
-        )
-        if resize is not None and epoch == 1 and cfg.optim.warmup_epochs >= 1:
-            epochs = resize(time.perf_counter() - started)
-            end = min(stop_after, epochs) if stop_after else epochs
-            cfg = replace(cfg, train=replace(cfg.train, epochs=epochs))
-            resize_schedule(scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=epochs)
-            save()  # last.pt resumes with the new length
-    return state
+    if state.rng is not None:
+        rngs = state.rng if isinstance(state.rng, list) else [state.rng]
+        set_rng_state(rngs[me % len(rngs)], device)
+    sums = None  # the sums of the batches done, of all processes, continue on rank 0
+    if state.partial and me == 0:
+        sums = RunningSums.from_state(state.partial, device)
+    desc = f"epoch {epoch}/{state.epochs}"
+    return EpochLog(tracker, desc=desc, step=state.step, batches=state.position, sums=sums)
 
 
-_TAGS = {
-    "train/loss": "train_loss",
-    "train/acc1": "train_acc1",
-    "train/acc5": "train_acc5",
-    "val/loss": "val_loss",
-    "val/acc1": "val_acc1",
-    "val/acc5": "val_acc5",
-    "val/robust_acc1": "val_robust_acc1",
-    "val/robust_drop": "val_robust_drop",
-    "val_ema/loss": "val_ema_loss",
-    "val_ema/acc1": "val_ema_acc1",
-    "val_ema/acc5": "val_ema_acc5",
-    "time/epoch_s": "epoch_seconds",
-    "mem/peak_mb": "peak_memory_mb",
-}
+@contextmanager
+def _non_finite_loss_stops(epoch: int, run: RunDir) -> Iterator[None]:
+    try:
+        yield
+    except NonFiniteLoss as e:
+        raise TrainingError(
+            f"{e} in epoch {epoch}; the model was not updated with it, and the last good "
+            f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
+        ) from None
+
+
+def _weight_average(model: nn.Module, decay: float, saved: dict | None) -> AveragedModel | None:
+    """`--ema-decay`: the exponential moving average of the weights (None when 0)."""
+    if not decay:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if saved:
+        ema.load_state_dict(saved)
+    return ema
+
+
+def _validate(model, ema, loader, cfg: RunConfig, precision: Precision, num_classes: int):
+    """Validation of the model (with the confusion matrix) and of its weight average."""
+    device, tta = precision.device, cfg.train.tta
+    val = evaluate(
+        model, loader, device=device, tta=tta, num_classes=num_classes, precision=precision
+    )
+    if ema is not None:
+        averaged = evaluate(ema.module, loader, device=device, tta=tta, precision=precision)
+        val |= {f"ema_{k}": v for k, v in averaged.items()}
+    return val
+
+
+def _robust_row(model, loader, cfg: RunConfig, device: torch.device) -> dict[str, float]:
+    robust = robust_accuracy(model, loader, cfg, device=device)
+    drop = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
+    return {"val_robust_acc1": robust.adv_acc1, "val_robust_drop": drop}
 
 
 def _epoch_row(
-    epoch: int, train: dict, val: dict, seconds: float, images: int, device: torch.device, lr: float
+    epoch: int, train: dict, val: dict, seconds: float, images: int, lr: float, device
 ) -> dict[str, Any]:
+    peak = torch.tensor([peak_memory_mb(device)], device=device)
+    all_reduce_(peak, "max")  # of the largest process
+    ema = {f"val_ema_{k}": val[f"ema_{k}"] for k in ("loss", "acc1", "acc5") if f"ema_{k}" in val}
     return {
         "epoch": epoch,
         "train_loss": train["loss"],
@@ -406,22 +324,9 @@ def _epoch_row(
         "val_loss": val["loss"],
         "val_acc1": val["acc1"],
         "val_acc5": val["acc5"],
-        **{f"val_ema_{k}": val[f"ema_{k}"] for k in ("loss", "acc1", "acc5") if f"ema_{k}" in val},
+        **ema,
         "lr": lr,
         "epoch_seconds": seconds,
         "images_per_second": images / max(seconds, 1e-9),
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": peak.item(),
     }
-
-
-def _accumulate(state: FitState, row: dict[str, Any]) -> None:
-    t = state.totals
-    t["train_seconds"] = t.get("train_seconds", 0.0) + row["epoch_seconds"]
-    t["train_images"] = t.get("train_images", 0.0) + row["images_per_second"] * row["epoch_seconds"]
-    t["peak_memory_mb"] = max(t.get("peak_memory_mb", 0.0), row["peak_memory_mb"])
-    t["min_val_loss"] = min(t.get("min_val_loss", math.inf), row["val_loss"])
-    t["min_train_loss"] = min(t.get("min_train_loss", math.inf), row["train_loss"])
-    for key in ("train_acc1", "train_acc5", "val_acc1", "val_acc5", "val_loss", "train_loss",
-                "val_robust_acc1", "val_robust_drop"):  # fmt: skip
-        if key in row:
-            t[f"final_{key}"] = row[key]

@@ -9,6 +9,7 @@ ratio that matters: end-to-end images/s as a share of what the model could take.
 import torch
 from torch.utils.data import Subset
 
+from ..adversarial import CrossEntropy
 from ..config import DataConfig, ModelConfig, OptimConfig
 from ..data import build_dataset, build_loader
 from ..data.cache import cache_images
@@ -80,8 +81,10 @@ def training_rates(
     batches = [(x.to(device), y.to(device)) for x, y in loader]  # the same images, in memory;
     # the loader's workers stay up for the end-to-end pass (persistent)
 
+    objective = CrossEntropy()
+
     def step(data) -> None:
-        train_one_epoch(model, data, optimizer, device=device, clip_grad=optim.clip_grad)
+        train_one_epoch(model, data, optimizer, objective, device=device, clip_grad=optim.clip_grad)
 
     images = sum(len(y) for _, y in batches)
     # In turns, the median of `repeats` passes each (one pass alone varies by 20-30% here).

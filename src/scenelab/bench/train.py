@@ -14,6 +14,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..adversarial import CrossEntropy
 from ..config import ModelConfig, OptimConfig
 from ..document import format_table
 from ..models import build_model, optim_defaults
@@ -44,8 +45,9 @@ def one_pass(cfg: TrainBenchConfig, variant: str, device: torch.device) -> Calla
     torch.manual_seed(0)
     model_cfg = ModelConfig(model=cfg.model)
     model = build_model(model_cfg, cfg.num_classes, cfg.image_size).to(device)
-    memory_format = torch.channels_last if "channels_last" in switches else torch.preserve_format
-    model = model.to(memory_format=memory_format)
+    amp = "bf16" if "bf16" in switches else "off"
+    precision = Precision(device, amp, channels_last="channels_last" in switches)
+    model = model.to(memory_format=precision.memory_format)
     optim = OptimConfig(**optim_defaults(model_cfg))
     optimizer = build_optimizer(model, optim)
     trained = torch.compile(model) if "compile" in switches else model
@@ -55,19 +57,18 @@ def one_pass(cfg: TrainBenchConfig, variant: str, device: torch.device) -> Calla
     ema = None
     if "ema" in switches:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
-    precision = Precision(device, "bf16" if "bf16" in switches else "off")
 
     def run() -> None:
         train_one_epoch(
             trained,
             loader,
             optimizer,
+            CrossEntropy(),
             device=device,
-            clip_grad=optim.clip_grad,
-            accum_steps=accum,
             precision=precision,
-            memory_format=memory_format,
-            after_step=(lambda *_: ema.update_parameters(model)) if ema else None,
+            accum_steps=accum,
+            clip_grad=optim.clip_grad,
+            on_step=[lambda _: ema.update_parameters(model)] if ema else [],
         )
 
     return run

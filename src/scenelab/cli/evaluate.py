@@ -1,0 +1,54 @@
+"""`scenelab eval`: top-1/top-5, per-class accuracy and the confusion matrix of a checkpoint."""
+
+import argparse
+from pathlib import Path
+
+from .. import runtime
+from ..checkpoint import load_checkpoint, trained_model
+from ..config import DataConfig
+from ..data import build_dataset, build_loader, check_classes
+from ..evaluation import evaluate
+from ..report import write_evaluation
+from ..tracking import RunDir
+from .flags import add_checkpoint_flags, add_config_flags, given
+from .results import refresh_report
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    device = runtime.pick_device(args.device)
+    runtime.setup(device)
+    model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
+    model, classes = model.to(device), checkpoint["classes"]
+    dataset, data_classes = build_dataset(cfg.data, args.split)
+    check_classes(data_classes, classes, cfg.data.data)
+    loader = build_loader(dataset, cfg.data, train=False, device=device)
+    print(
+        f"Evaluating {args.checkpoint} on {len(dataset)} {args.split} images"
+        f"{' with flip TTA' if args.tta else ''} ...",
+        flush=True,
+    )
+    metrics = evaluate(model, loader, device=device, tta=args.tta, num_classes=len(classes))
+    run = RunDir(Path(args.checkpoint).resolve().parent.parent)
+    name = f"{Path(args.checkpoint).stem}-{args.split}{'-tta' if args.tta else ''}"
+    out = write_evaluation(
+        Path(args.out) if args.out else run.eval,
+        name,
+        metrics,
+        classes,
+        {"checkpoint": str(args.checkpoint), "tta": args.tta},
+    )
+    print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
+    print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")
+    if not args.out:
+        refresh_report(run)
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per-class, confusion")
+    add_checkpoint_flags(p, "eval")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    add_config_flags(p, DataConfig)
+    p.set_defaults(func=cmd_eval)
