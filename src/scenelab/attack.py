@@ -6,30 +6,27 @@ course's settings, which are in normalised units, exactly. The loop follows torc
 (signed or normalised gradient step, projection onto the ball, clamp to [0, 1]) with
 robustness's threat-model objects; gradients come from `torch.autograd.grad` on the input, so
 parameter `.grad` is untouched, and the model runs in eval mode and gets its modes back.
+The balls are in `threat_models`; evaluating an attack over a loader is in `attack_eval`.
 """
 
-import math
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .metrics import RunningSums, correct_topk
+# Evaluating an attack over a loader, re-exported: callers import it from here.
+from .attack_eval import AttackResult as AttackResult
+from .attack_eval import Perturb as Perturb
+from .attack_eval import evaluate_attack as evaluate_attack
 from .models.layers import Normalize
 from .modes import eval_mode
-from .tracking import Console
+from .threat_models import L2Ball, LinfBall, Norm, threat_model
 
-Norm = Literal["linf", "l2"]
 # (logits of the current images, true labels) -> target classes
 TargetFn = Callable[[Tensor, Tensor], Tensor]
-# (model, images, true labels, targets or None) -> adversarial images
-Perturb = Callable[[nn.Module, Tensor, Tensor, Tensor | None], Tensor]
 # (logits, labels) -> the loss, summed over the batch
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -93,57 +90,6 @@ def course_units(value: float, model: nn.Module) -> Tensor:
     """A step or epsilon given in normalised units (the course's), in pixel units per channel:
     value x std, since a normalised image is (x - mean) / std."""
     return value * input_std(model).detach()
-
-
-class LinfBall:
-    """The L-infinity ball: |delta| <= eps per pixel; eps a number or per channel (C, 1, 1)."""
-
-    def __init__(self, eps: float | Tensor) -> None:
-        self.eps = eps
-
-    def random_start(self, x: Tensor) -> Tensor:
-        return x + (torch.rand_like(x) * 2 - 1) * self.eps
-
-    def step(self, grad: Tensor, alpha: float | Tensor) -> Tensor:
-        return alpha * grad.sign()
-
-    def project(self, delta: Tensor) -> Tensor:
-        if isinstance(self.eps, Tensor):
-            return torch.maximum(torch.minimum(delta, self.eps), -self.eps)
-        return delta.clamp(-self.eps, self.eps)
-
-
-class L2Ball:
-    """The L2 ball: ||delta||_2 <= eps per image."""
-
-    def __init__(self, eps: float) -> None:
-        if isinstance(eps, Tensor):
-            raise ValueError("an L2 ball takes one epsilon, not one per channel")
-        self.eps = eps
-
-    def random_start(self, x: Tensor) -> Tensor:
-        """A uniform radius in a uniform direction, as torchattacks' PGDL2."""
-        delta = torch.randn_like(x)
-        radius = torch.rand(len(x), 1, 1, 1, dtype=x.dtype, device=x.device) * self.eps
-        return x + delta / _norms(delta) * radius
-
-    def step(self, grad: Tensor, alpha: float | Tensor) -> Tensor:
-        return alpha * grad / (_norms(grad) + 1e-10)
-
-    def project(self, delta: Tensor) -> Tensor:
-        return delta * (self.eps / _norms(delta)).clamp(max=1.0)
-
-
-def _norms(t: Tensor) -> Tensor:
-    return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-
-
-def threat_model(norm: Norm, eps: float | Tensor) -> LinfBall | L2Ball:
-    if norm == "linf":
-        return LinfBall(eps)
-    if norm == "l2":
-        return L2Ball(eps)
-    raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
 
 
 def _pgd_once(
@@ -276,82 +222,4 @@ def fgsm(
         target=target,
         random_start=False,
         clamp=clamp,
-    )
-
-
-@dataclass
-class AttackResult:
-    """Accuracies and success rate in percent; perturbation sizes are means in pixel units."""
-
-    images: int
-    clean_acc1: float
-    clean_acc5: float
-    adv_acc1: float
-    adv_acc5: float
-    success: float  # adversarial prediction == target (NaN when untargeted)
-    linf: float
-    l2: float
-    seconds: float
-    # The first `keep` images: x, x_adv, y, clean_pred, adv_pred and target (when targeted).
-    examples: dict[str, Tensor] = field(default_factory=dict, repr=False)
-
-    def metrics(self) -> dict[str, float]:
-        return {k: v for k, v in self.__dict__.items() if k != "examples"}
-
-
-def evaluate_attack(
-    model: nn.Module,
-    loader,
-    perturb: Perturb,
-    *,
-    device: torch.device,
-    targets: Callable[[Tensor, Tensor], Tensor | None] | None = None,
-    keep: int = 0,
-    console: Console | None = None,
-) -> AttackResult:
-    """Clean and adversarial top-1/top-5 over the (image, label) batches of `loader`.
-
-    `targets(clean_logits, y)` picks each batch's targets (None: untargeted); `perturb` makes
-    the adversarial images. The model is evaluated in eval mode.
-    """
-    sums, kept = RunningSums(), []
-    progress = (console or Console()).progress(len(loader), "attack")
-    start = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with eval_mode(model), torch.no_grad():
-            clean = model(x)
-        target = targets(clean, y) if targets is not None else None
-        x_adv = perturb(model, x, y, target)
-        with eval_mode(model), torch.no_grad():
-            adv = model(x_adv)
-        delta = (x_adv - x).flatten(1)
-        stats = dict(zip(("clean_acc1", "clean_acc5"), correct_topk(clean, y), strict=True))
-        stats |= dict(zip(("adv_acc1", "adv_acc5"), correct_topk(adv, y), strict=True))
-        if target is not None:
-            stats["success"] = (adv.argmax(1) == target).sum()
-        sums.add(len(y), **stats, linf=delta.abs().amax(1).sum(), l2=delta.norm(dim=1).sum())
-        if sum(len(k["y"]) for k in kept) < keep:
-            batch = dict(x=x, x_adv=x_adv, y=y, clean_pred=clean.argmax(1), adv_pred=adv.argmax(1))
-            if target is not None:
-                batch["target"] = target
-            kept.append({k: v.detach().cpu() for k, v in batch.items()})
-        progress.step(lambda: {"adv_acc1": 100 * sums.means()["adv_acc1"]})
-    progress.close()
-    keys = ["clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "linf", "l2"]
-    sums.all_reduce(keys + ["success"] * ("success" in sums.sums), device)  # DDP: all shares
-    percents = ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "success")
-    means = sums.means(dict.fromkeys(percents, 100.0))
-    examples = {k: torch.cat([b[k] for b in kept])[:keep] for k in kept[0]} if kept else {}
-    return AttackResult(
-        images=sums.count,
-        clean_acc1=means["clean_acc1"],
-        clean_acc5=means["clean_acc5"],
-        adv_acc1=means["adv_acc1"],
-        adv_acc5=means["adv_acc5"],
-        success=means.get("success", math.nan),
-        linf=means["linf"],
-        l2=means["l2"],
-        seconds=time.perf_counter() - start,
-        examples=examples,
     )

@@ -14,7 +14,8 @@
 
 Every method runs the model in eval mode (its mode is restored), defaults the target to the
 predicted class, takes gradients with torch.autograd.grad on the input (parameter .grad stays
-untouched), and computes each image's map from that image alone.
+untouched), and computes each image's map from that image alone. Drawing the maps over their
+images is in `overlays`.
 """
 
 from typing import Literal
@@ -24,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .analysis_config import ExplainConfig
 from .attack import check_pixels
-from .config import ExplainConfig
 from .models import MultiScaleViT, Normalize, VisionTransformer
 from .modes import eval_mode
+from .overlays import heat_overlay as heat_overlay  # re-exported
+from .overlays import red_overlay as red_overlay  # re-exported
 
 Reduce = Literal["max", "sum", "l2"]
 Objective = Literal["loss", "logit"]
@@ -234,29 +237,6 @@ def attention_rollout(model: nn.Module, x: Tensor, target: Tensor | None = None)
         )
     with eval_mode(model), torch.no_grad():
         return torch.stack([_rollout(b, x_in, x.shape[-2:]) for b in branches]).mean(0)
-
-
-def red_overlay(
-    images: Tensor, maps: Tensor, *, alpha: float = 2.0, per_image: bool = False
-) -> Tensor:
-    """The course's overlay: images (B, 3, H, W) with pixels painted red where the map exceeds
-    `alpha` times its mean, taken over all the maps given (the course) or over each image."""
-    mean = maps.mean((1, 2), keepdim=True) if per_image else maps.mean()
-    mask = (maps > alpha * mean)[:, None]  # (B, 1, H, W)
-    red = torch.tensor([1.0, 0.0, 0.0], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return torch.where(mask, red, images)
-
-
-def heat_overlay(
-    images: Tensor, maps: Tensor, *, cmap: str = "jet", opacity: float = 0.5
-) -> Tensor:
-    """Images (B, 3, H, W) blended with each map scaled to [0, 1] and coloured by `cmap`."""
-    import matplotlib
-
-    scaled = maps / maps.amax((1, 2), keepdim=True).clamp_min(torch.finfo(maps.dtype).tiny)
-    rgb = matplotlib.colormaps[cmap](scaled.detach().cpu().numpy())[..., :3]  # (B, H, W, 3)
-    heat = torch.as_tensor(rgb, dtype=images.dtype, device=images.device).permute(0, 3, 1, 2)
-    return (1 - opacity) * images + opacity * heat
 
 
 def is_vit(model: nn.Module) -> bool:

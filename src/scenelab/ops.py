@@ -13,7 +13,8 @@ The math, for one group (groups split C and O into G independent slices):
 This module reads top to bottom: geometry (sizes and padding), the pure forward and backward
 functions, the autograd Function, the nn.Module. How they are made fast and lean (channels-last
 rows, chunks of images in reused buffers, cols recomputed in backward rather than saved) lives
-in `_conv_chunks`.
+in `_conv_chunks`. It runs past 300 lines because the hand-written convolution is one concept:
+its math, forward/backward, Function and Module must read in this order in one file.
 """
 
 from dataclasses import dataclass
