@@ -1,16 +1,20 @@
 """Training behaves exactly as recorded: per-step losses and final weights of short runs.
 
 `tests/golden/training.json` holds, for each scenario below, the loss of every optimizer step
-(TensorBoard's `train/step_loss`) and the final weights (a SHA-256 digest of `last.pt`'s model
+(TensorBoard's `train/step_loss`), every epoch's training and validation loss (and the weight
+average's), and the final weights (a SHA-256 digest of `last.pt`'s model and weight-average
 state, plus each tensor's sum and L2 norm), recorded with a fixed seed. A refactor of the
 training loop must reproduce them:
 
 - on a machine like the recording one (same torch, CPU model, kernel capability and thread
   count): exactly, to the last bit;
 - elsewhere: CPU kernels block their reductions differently (other vector widths, thread
-  counts), so values agree to 1e-4 relative for the losses and the weights of plain training,
-  and 2e-3 for the PGD-based run (an attack takes the sign of gradients near zero, which can
-  flip). Running this file with one thread takes that path (`OMP_NUM_THREADS=1`).
+  counts), and training amplifies the difference step by step. Losses and weights (each
+  tensor's sum and norm, to its norm) agree to 1e-4 relative in the 6-step runs, 2e-3 in the
+  PGD-based run (an attack takes the sign of gradients near zero, which can flip) and 5e-3 in
+  the 9-step time-budget run. Running this file with one thread (`OMP_NUM_THREADS=1`) takes
+  that path: against the two-thread recording, the time-budget run's weights differed by
+  1.2e-3 (its losses by 5e-6), the ViT's weights by 2.4e-5, the rest by at most 4e-7.
 
 To record anew after a change that is meant to change training, run
 `SCENELAB_RECORD_GOLDEN=1 pytest tests/test_golden.py` and commit the file with the reason.
@@ -42,9 +46,17 @@ SCENARIOS = {
     "goodfellow": ["--adv-train", "goodfellow"],
     "accum-ema": ["--accum-steps", "2", "--ema-decay", "0.9"],
     "time-budget": ["--epochs", "1", "--time-budget", "70s"],
-    "kill-resume": ["--checkpoint-every", "2"],
+    # A small ViT with stochastic depth draws random numbers every step, and with loader
+    # workers nothing else reseeds the main process: the resumed run needs the random state
+    # saved at the kill.
+    "kill-resume": (
+        "--checkpoint-every 2 --workers 2 --model vit --patch-size 8 --embed-dim 32 --depth 2 "
+        "--num-heads 2 --window-block-indexes 0 --drop-path-rate 0.5"
+    ).split(),
 }
-LOOSE = {"goodfellow": 2e-3}  # rtol off the recording machine (see the docstring)
+EPOCH_LOSSES = ("train_loss", "val_loss", "val_ema_loss")
+# rtol off the recording machine (see the docstring); 1e-4 for the others
+LOOSE = {"goodfellow": 2e-3, "time-budget": 5e-3}
 
 
 def machine() -> dict:
@@ -101,7 +113,11 @@ def _step_losses(tb: Path) -> list[float]:
 
 
 def _weights(checkpoint: Path) -> dict:
-    state = load_checkpoint(checkpoint)["model"]
+    """The model's weights and, with --ema-decay, their average's."""
+    saved = load_checkpoint(checkpoint)
+    state = dict(saved["model"])
+    if saved.get("ema"):
+        state |= {f"ema.{k}": v for k, v in saved["ema"].items() if v.is_floating_point()}
     digest = hashlib.sha256()
     stats = {}
     for name in sorted(state):
@@ -128,14 +144,17 @@ def _run(name: str, out: Path, monkeypatch) -> dict:
                 main(["train", *flags])
         (last,) = out.glob("*/checkpoints/last.pt")
         assert load_checkpoint(last)["position"] == 2  # killed part-way through epoch 1
-        assert main(["train", "--resume", str(last), "--workers", "0"]) == 0
+        assert main(["train", "--resume", str(last)]) == 0
     else:
         assert main(["train", *flags]) == 0
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     summary = json.loads((run / "summary.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {
         "epochs": summary["epochs"],
         "step_losses": _step_losses(run / "tb"),
+        # Every epoch's mean training loss and validation losses (of the weight average too).
+        "epoch_losses": [r[k] for r in rows for k in EPOCH_LOSSES if k in r],
         "weights": _weights(run / "checkpoints" / "last.pt"),
     }
 
@@ -160,10 +179,12 @@ def test_training_reproduces_the_recorded_losses_and_weights(name, tmp_path, mon
     assert len(result["step_losses"]) == len(expected["step_losses"])
     if golden["machine"] == machine():
         assert result["step_losses"] == expected["step_losses"]
+        assert result["epoch_losses"] == expected["epoch_losses"]
         assert result["weights"]["sha256"] == expected["weights"]["sha256"]
         return
     rtol = LOOSE.get(name, 1e-4)
     assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=rtol)
+    assert result["epoch_losses"] == pytest.approx(expected["epoch_losses"], rel=rtol)
     for tensor, stats in expected["weights"]["stats"].items():
         got = result["weights"]["stats"][tensor]
-        assert got == pytest.approx(stats, rel=rtol, abs=rtol * max(stats[1], 1e-6)), tensor
+        assert got == pytest.approx(stats, abs=rtol * max(stats[1], 1e-6)), tensor

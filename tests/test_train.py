@@ -55,6 +55,15 @@ def _loader(n=32, size=32, classes=3, batch=16):
     return DataLoader(TensorDataset(images.float() / 255, labels), batch_size=batch)
 
 
+def _fit(cfg: RunConfig, model: nn.Module, run: RunDir, epochs: int) -> None:
+    """`fit` on 32 tiny synthetic images (2 steps an epoch) with the run's optimizer."""
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=epochs)
+    cpu, classes = torch.device("cpu"), ["a", "b", "c"]
+    loaders = Loaders(_loader(), _loader())
+    fit(cfg, model, loaders, device=cpu, run=run, classes=classes, optimizer=opt, scheduler=sched)
+
+
 def test_a_few_training_steps_reduce_the_loss(device):
     model = SimpleNet(num_classes=3).to(device)
     loader = _loader()
@@ -119,20 +128,9 @@ class _NaN(nn.Module):
 def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_path):
     cfg = RunConfig.from_dict({"epochs": 2, "lr": 0.5})
     model = _NaN()
-    opt = build_optimizer(model, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=2)
     run = RunDir(tmp_path)
     with pytest.raises(TrainingError, match=r"loss became nan at step 1 \(lr 0\.25\) in epoch 1"):
-        fit(
-            cfg,
-            model,
-            Loaders(_loader(), _loader()),
-            device=torch.device("cpu"),
-            run=run,
-            classes=["a", "b", "c"],
-            optimizer=opt,
-            scheduler=sched,
-        )
+        _fit(cfg, model, run, epochs=2)
     assert not run.last.exists()
 
 
@@ -190,20 +188,8 @@ def test_a_compiled_model_trains_and_saves_an_uncompiled_state_dict(tmp_path):
     cfg = RunConfig.from_dict({"epochs": 1, "lr": 0.05})
     model = SimpleNet(num_classes=3)
     compiled = torch.compile(model)
-    opt = build_optimizer(compiled, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
     run = RunDir(tmp_path)
-    loaders = Loaders(_loader(), _loader())
-    fit(
-        cfg,
-        compiled,
-        loaders,
-        device=torch.device("cpu"),
-        run=run,
-        classes=["a", "b", "c"],
-        optimizer=opt,
-        scheduler=sched,
-    )
+    _fit(cfg, compiled, run, epochs=1)
     saved = torch.load(run.last, weights_only=True)["model"]
     assert saved.keys() == model.state_dict().keys()  # no _orig_mod. prefix
     fresh = SimpleNet(num_classes=3)
@@ -254,20 +240,8 @@ def test_the_weight_average_is_the_exponential_average_of_every_step(tmp_path):
     torch.manual_seed(0)
     model, replay = _Linear(), _Linear()
     replay.load_state_dict(model.state_dict())
-    opt = build_optimizer(model, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)
     run = RunDir(tmp_path)
-    loaders = Loaders(_loader(), _loader())
-    fit(
-        cfg,
-        model,
-        loaders,
-        device=torch.device("cpu"),
-        run=run,
-        classes=["a", "b", "c"],
-        optimizer=opt,
-        scheduler=sched,
-    )
+    _fit(cfg, model, run, epochs=1)
     saved = torch.load(run.last, weights_only=True)
     opt = build_optimizer(replay, cfg.optim)
     sched = build_scheduler(opt, cfg.optim, steps_per_epoch=2, epochs=1)

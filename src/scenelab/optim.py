@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule.
+"""Optimiser, learning-rate schedule and weight averages (EMA).
 
 The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
 lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import OptimConfig
 
@@ -79,3 +80,13 @@ def resize_schedule(
     """Give a `build_scheduler` schedule a new length in place, at the same step. The rates
     of the warm-up do not depend on the length, so resizing within it leaves no jump."""
     scheduler.lr_lambdas = [_schedule(cfg, steps_per_epoch, epochs)] * len(scheduler.lr_lambdas)
+
+
+def weight_average(model: nn.Module, decay: float, saved: dict | None) -> AveragedModel | None:
+    """`--ema-decay`: the exponential moving average of the weights (None when 0)."""
+    if not decay:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if saved:
+        ema.load_state_dict(saved)
+    return ema

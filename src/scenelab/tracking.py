@@ -1,11 +1,10 @@
 """Run folders, metric tracking (TensorBoard + CSV/JSONL + console) and training progress.
 
 `RunDir` names every file of a run, so nothing else spells a path. `Tracker` owns the run's one
-`SummaryWriter`, the metrics files and the console; `NullTracker` does nothing. `Console`
-reports progress: a tqdm bar on a terminal, a compact line every `log_every` steps otherwise
-(readable CI logs), nothing without a stream. `EpochLog` is one training epoch's running
-metrics and its progress (torchvision's `MetricLogger`). The CLI creates the tracker and passes
-it down.
+`SummaryWriter`, the metrics files and the console; `NullTracker` writes nothing. `Console`
+shows progress: a tqdm bar on a terminal, else a line every `log_every` steps, nothing without
+a stream. `EpochLog` is one training epoch's running metrics and progress (torchvision's
+`MetricLogger`). The CLI creates the tracker and passes it down.
 """
 
 import csv
@@ -84,6 +83,27 @@ EPOCH_TAGS = {
     "time/epoch_s": "epoch_seconds",
     "mem/peak_mb": "peak_memory_mb",
 }
+
+
+def epoch_row(
+    epoch: int, train: dict, val: dict, seconds: float, images: int, lr: float, peak_mb: float
+) -> dict[str, Any]:
+    """An epoch's metrics row; `val` may hold the weight average's metrics as `ema_*`."""
+    ema = {f"val_ema_{k}": val[f"ema_{k}"] for k in ("loss", "acc1", "acc5") if f"ema_{k}" in val}
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"],
+        "train_acc1": train["acc1"],
+        "train_acc5": train["acc5"],
+        "val_loss": val["loss"],
+        "val_acc1": val["acc1"],
+        "val_acc5": val["acc5"],
+        **ema,
+        "lr": lr,
+        "epoch_seconds": seconds,
+        "images_per_second": images / max(seconds, 1e-9),
+        "peak_memory_mb": peak_mb,
+    }
 
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -13,12 +13,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from .adversarial import Objective, build_objective
@@ -27,7 +25,7 @@ from .config import RunConfig
 from .data.sampling import ResumableSampler
 from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
 from .metrics import RunningSums
-from .optim import resize_schedule
+from .optim import resize_schedule, weight_average
 from .runtime import (
     Precision,
     Timer,
@@ -40,7 +38,7 @@ from .runtime import (
     unwrap,
     world_size,
 )
-from .tracking import EpochLog, NullTracker, RunDir, Tracker
+from .tracking import EpochLog, NullTracker, RunDir, Tracker, epoch_row
 
 StepHook = Callable[[EpochLog], None]  # runs after every optimizer step
 
@@ -178,21 +176,21 @@ def fit(
     processes, only rank 0 writes checkpoints (give the others a `NullTracker`), and `resize`
     must return the same on every process.
     """
-    state, tracker = state or FitState(epochs=cfg.train.epochs), tracker or NullTracker()
-    state.epochs = state.epochs or cfg.train.epochs  # checkpoints of earlier versions
+    state, tracker = state or FitState(), tracker or NullTracker()
+    state.epochs = state.epochs or cfg.train.epochs  # 0: as the config plans
     model_without_ddp = unwrap(model)  # evaluation, weight averages and checkpoints use it
     objective = build_objective(cfg)
     precision = Precision(device, cfg.train.amp, channels_last=cfg.train.channels_last)
     if state.scaler:
         precision.scaler.load_state_dict(state.scaler)
-    ema = _weight_average(model_without_ddp, cfg.train.ema_decay, state.ema)
+    ema = weight_average(model_without_ddp, cfg.train.ema_decay, state.ema)
     checkpointer = Checkpointer(
         run, cfg, classes, model_without_ddp, optimizer, scheduler, state, precision, ema, stop
     )
     on_step = [checkpointer.on_step]
     if ema is not None:
         on_step.insert(0, lambda _: ema.update_parameters(model_without_ddp))
-    while state.epoch < _last_epoch(state.epochs, cfg.train.stop_after):
+    while state.epoch < (min(cfg.train.stop_after, state.epochs) or state.epochs):  # 0 is off
         epoch, started = state.epoch + 1, time.perf_counter()
         log = _start_epoch(cfg.train.seed, state, loaders.train, tracker, device)
         images = world_size() * len(loaders.train.sampler)
@@ -215,7 +213,7 @@ def fit(
         val = _validate(model_without_ddp, ema, loaders.val, cfg, precision, len(classes))
         state.confusion = val.pop("confusion")
         lr = optimizer.param_groups[0]["lr"]
-        row = _epoch_row(epoch, train, val, timer.seconds, images, lr, device)
+        row = epoch_row(epoch, train, val, timer.seconds, images, lr, _peak_memory_mb(device))
         if loaders.robust is not None:
             row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
         improved = state.record(row)
@@ -231,11 +229,6 @@ def fit(
     return state
 
 
-def _last_epoch(epochs: int, stop_after: int) -> int:
-    """The epoch this call of `fit` ends with: `stop_after` (0: off) keeps the schedule."""
-    return min(stop_after, epochs) if stop_after else epochs
-
-
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: int = 0) -> None:
     """Reseed every source of randomness from (seed, epoch), and the DDP rank after rank 0
     (so that processes draw different dropout masks and attack starts)."""
@@ -248,7 +241,7 @@ def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: i
 
 
 def _start_epoch(
-    seed: int, state: FitState, loader: DataLoader, tracker, device: torch.device
+    seed: int, state: FitState, loader: DataLoader, tracker: Tracker | NullTracker, device
 ) -> EpochLog:
     """Seed epoch `state.epoch + 1` and set its sampler's position. Part-way through it (a
     step checkpoint), also the random state and running sums of that moment."""
@@ -282,16 +275,6 @@ def _non_finite_loss_stops(epoch: int, run: RunDir) -> Iterator[None]:
         ) from None
 
 
-def _weight_average(model: nn.Module, decay: float, saved: dict | None) -> AveragedModel | None:
-    """`--ema-decay`: the exponential moving average of the weights (None when 0)."""
-    if not decay:
-        return None
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    if saved:
-        ema.load_state_dict(saved)
-    return ema
-
-
 def _validate(model, ema, loader, cfg: RunConfig, precision: Precision, num_classes: int):
     """Validation of the model (with the confusion matrix) and of its weight average."""
     device, tta = precision.device, cfg.train.tta
@@ -310,23 +293,7 @@ def _robust_row(model, loader, cfg: RunConfig, device: torch.device) -> dict[str
     return {"val_robust_acc1": robust.adv_acc1, "val_robust_drop": drop}
 
 
-def _epoch_row(
-    epoch: int, train: dict, val: dict, seconds: float, images: int, lr: float, device
-) -> dict[str, Any]:
+def _peak_memory_mb(device: torch.device) -> float:
+    """This epoch's peak memory: the largest process's, in DDP."""
     peak = torch.tensor([peak_memory_mb(device)], device=device)
-    all_reduce_(peak, "max")  # of the largest process
-    ema = {f"val_ema_{k}": val[f"ema_{k}"] for k in ("loss", "acc1", "acc5") if f"ema_{k}" in val}
-    return {
-        "epoch": epoch,
-        "train_loss": train["loss"],
-        "train_acc1": train["acc1"],
-        "train_acc5": train["acc5"],
-        "val_loss": val["loss"],
-        "val_acc1": val["acc1"],
-        "val_acc5": val["acc5"],
-        **ema,
-        "lr": lr,
-        "epoch_seconds": seconds,
-        "images_per_second": images / max(seconds, 1e-9),
-        "peak_memory_mb": peak.item(),
-    }
+    return all_reduce_(peak, "max").item()
