@@ -150,8 +150,8 @@ def load_model_state(
 def fresh_model(state: dict[str, Any]) -> nn.Module:
     """The checkpoint's architecture, freshly initialised (random weights), built as trained:
     a ViT's position table has the training resolution and resizes itself to other inputs."""
-    trained = RunConfig.from_dict(state["config"])
-    return build_model(trained.model, len(state["classes"]), trained.data.resolved_image_size)
+    cfg = RunConfig.from_dict(state["config"])
+    return build_model(cfg.model, len(state["classes"]), cfg.data.resolved_image_size)
 
 
 def trained_model(
@@ -215,8 +215,8 @@ class Checkpointer:
             return
         state = self.state
         state.step, state.position = log.step, log.batches
-        everyone = RunningSums.from_state(log.sums.state_dict(), device)  # a copy to reduce
-        state.partial = everyone.all_reduce(("loss", "acc1", "acc5"), device).state_dict()
+        sums = RunningSums.from_state(log.sums.state_dict(), device)  # a copy, to reduce
+        state.partial = sums.all_reduce(("loss", "acc1", "acc5"), device).state_dict()
         state.rng = gather_objects(rng_state(device))
         self.save()
         if stopping:

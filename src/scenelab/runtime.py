@@ -64,20 +64,20 @@ def init_distributed(name: str = "auto") -> tuple[Distributed, torch.device]:
     device = pick_device(name)
     if world == 1:
         return Distributed(), device
-    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if device.type == "cuda":
-        if local >= torch.cuda.device_count():
+        if local_rank >= torch.cuda.device_count():
             raise ValueError(
-                f"process {rank} needs GPU {local}, but {torch.cuda.device_count()} are "
+                f"process {rank} needs GPU {local_rank}, but {torch.cuda.device_count()} are "
                 "visible: start at most that many processes per node (--nproc-per-node)"
             )
-        device = torch.device("cuda", local)
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise ValueError(f"torchrun runs on CUDA (NCCL) or the CPU (gloo), not {device.type}")
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-    return Distributed(rank, world, local), device
+    return Distributed(rank, world, local_rank), device
 
 
 def close_distributed() -> None:

@@ -245,8 +245,8 @@ def _start_epoch(
 ) -> EpochLog:
     """Seed epoch `state.epoch + 1` and set its sampler's position. Part-way through it (a
     step checkpoint), also the random state and running sums of that moment."""
-    epoch, me = state.epoch + 1, rank()
-    seed_epoch(seed, epoch, loader.generator, me)
+    epoch, process = state.epoch + 1, rank()
+    seed_epoch(seed, epoch, loader.generator, process)
     if isinstance(loader.sampler, ResumableSampler):
         loader.sampler.set_position(epoch, state.position * loader.batch_size)
     elif state.position:
@@ -256,9 +256,9 @@ def _start_epoch(
         )
     if state.rng is not None:
         rngs = state.rng if isinstance(state.rng, list) else [state.rng]
-        set_rng_state(rngs[me % len(rngs)], device)
+        set_rng_state(rngs[process % len(rngs)], device)
     sums = None  # the sums of the batches done, of all processes, continue on rank 0
-    if state.partial and me == 0:
+    if state.partial and process == 0:
         sums = RunningSums.from_state(state.partial, device)
     desc = f"epoch {epoch}/{state.epochs}"
     return EpochLog(tracker, desc=desc, step=state.step, batches=state.position, sums=sums)

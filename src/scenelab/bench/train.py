@@ -50,7 +50,7 @@ def one_pass(cfg: TrainBenchConfig, variant: str, device: torch.device) -> Calla
     model = model.to(memory_format=precision.memory_format)
     optim = OptimConfig(**optim_defaults(model_cfg))
     optimizer = build_optimizer(model, optim)
-    trained = torch.compile(model) if "compile" in switches else model
+    compiled = torch.compile(model) if "compile" in switches else model
     accum = 2 if "accum2" in switches else 1
     x, y = random_batch(cfg.batch_size * cfg.steps, cfg.image_size, cfg.num_classes, device)
     loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size // accum)
@@ -60,7 +60,7 @@ def one_pass(cfg: TrainBenchConfig, variant: str, device: torch.device) -> Calla
 
     def run() -> None:
         train_one_epoch(
-            trained,
+            compiled,
             loader,
             optimizer,
             CrossEntropy(),
