@@ -2,23 +2,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scenelab.config import ExplainConfig, ModelConfig
+from scenelab.analysis_config import ExplainConfig
+from scenelab.config import ModelConfig
 from scenelab.explain import (
     attention_rollout,
     compute_maps,
     default_cam_layer,
     grad_cam,
-    heat_overlay,
     integrated_gradients,
     method_label,
     predict,
-    red_overlay,
     saliency,
     smoothgrad,
 )
 from scenelab.explain_score import applicable_methods
 from scenelab.metrics import mask_energy, pointing_game, rank_correlation
 from scenelab.models import MODELS, SimpleNet, VisionTransformer, build_model
+from scenelab.overlays import heat_overlay, red_overlay
 
 
 @pytest.fixture

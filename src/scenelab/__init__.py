@@ -4,34 +4,24 @@ The public API, re-exported here; the command line (`scenelab ...`) is built on 
 """
 
 from .adversarial import AdversarialObjective, CrossEntropy
+from .analysis_config import AttackConfig, ExplainConfig
 from .attack import (
     course_units,
-    evaluate_attack,
     fgsm,
     least_likely_target,
     pgd,
     random_target,
 )
+from .attack_eval import evaluate_attack
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import (
-    AdvConfig,
-    AttackConfig,
-    DataConfig,
-    ExplainConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    TrainConfig,
-)
+from .config import AdvConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from .data import build_dataset, build_datasets, build_loader
 from .evaluation import evaluate, robust_accuracy
 from .explain import (
     attention_rollout,
     compute_maps,
     grad_cam,
-    heat_overlay,
     integrated_gradients,
-    red_overlay,
     saliency,
     smoothgrad,
 )
@@ -40,6 +30,7 @@ from .metrics import mask_energy, pointing_game
 from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
 from .ops import UnfoldConv2d, conv2d_unfold
 from .optim import build_optimizer, build_scheduler
+from .overlays import heat_overlay, red_overlay
 from .report import write_report
 from .tracking import EpochLog
 from .train import Loaders, fit, train_one_epoch

@@ -17,10 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Evaluating an attack over a loader, re-exported: callers import it from here.
-from .attack_eval import AttackResult as AttackResult
-from .attack_eval import Perturb as Perturb
-from .attack_eval import evaluate_attack as evaluate_attack
 from .models.layers import Normalize
 from .modes import eval_mode
 from .threat_models import L2Ball, LinfBall, Norm, threat_model

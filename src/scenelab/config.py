@@ -8,10 +8,6 @@ checkpoint as a plain nested dict (`to_dict`), and read back with `RunConfig.fro
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .analysis_config import ATTACK_PRESETS as ATTACK_PRESETS  # re-exported, with the 3 below
-from .analysis_config import EXPLAIN_METHODS as EXPLAIN_METHODS
-from .analysis_config import AttackConfig as AttackConfig
-from .analysis_config import ExplainConfig as ExplainConfig
 from .fields import option, override_sections, parse_duration
 
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")

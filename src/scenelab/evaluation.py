@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .attack import AttackResult, evaluate_attack, pgd
+from .attack import pgd
+from .attack_eval import AttackResult, evaluate_attack
 from .config import RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
 from .modes import eval_mode

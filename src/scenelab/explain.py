@@ -29,8 +29,6 @@ from .analysis_config import ExplainConfig
 from .attack import check_pixels
 from .models import MultiScaleViT, Normalize, VisionTransformer
 from .modes import eval_mode
-from .overlays import heat_overlay as heat_overlay  # re-exported
-from .overlays import red_overlay as red_overlay  # re-exported
 
 Reduce = Literal["max", "sum", "l2"]
 Objective = Literal["loss", "logit"]

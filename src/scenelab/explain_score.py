@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import EXPLAIN_METHODS, ExplainConfig
+from .analysis_config import EXPLAIN_METHODS, ExplainConfig
 from .explain import compute_maps, is_vit, predict
 from .metrics import mask_energy, pointing_game, rank_correlation
 from .tracking import Console

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ExplainConfig
+from ..analysis_config import ExplainConfig
 from ..document import format_table
 from ..explain import compute_maps, default_cam_layer, is_vit
 from ..explain_score import applicable_methods

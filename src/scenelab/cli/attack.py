@@ -14,18 +14,17 @@ from torch import Tensor, nn
 from torchvision.io import ImageReadMode, decode_image
 
 from .. import runtime
+from ..analysis_config import ATTACK_PRESETS, AttackConfig
 from ..attack import (
-    AttackResult,
-    Perturb,
     course_units,
-    evaluate_attack,
     fgsm,
     least_likely_target,
     pgd,
     pick_target,
 )
+from ..attack_eval import AttackResult, Perturb, evaluate_attack
 from ..checkpoint import load_checkpoint, trained_model
-from ..config import ATTACK_PRESETS, AttackConfig, DataConfig
+from ..config import DataConfig
 from ..data import build_dataset, build_loader, check_classes
 from ..document import format_table
 from ..fields import coerce_fields

@@ -9,14 +9,16 @@ from pathlib import Path
 import torch
 
 from .. import runtime
+from ..analysis_config import ExplainConfig
 from ..checkpoint import fresh_model, load_checkpoint, trained_model
-from ..config import DataConfig, ExplainConfig, RunConfig
+from ..config import DataConfig, RunConfig
 from ..data import DatasetError, build_dataset, build_loader, check_classes
 from ..data.decode import decode_rgb
 from ..data.transforms import eval_transform
 from ..document import format_table
-from ..explain import compute_maps, method_label, predict, red_overlay
+from ..explain import compute_maps, method_label, predict
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
+from ..overlays import red_overlay
 from ..plots import explain_grid, figure_pixels, pyplot
 from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
