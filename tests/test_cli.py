@@ -333,3 +333,22 @@ def test_time_budget_sizes_the_schedule_and_records_the_epochs(tmp_path, capsys)
     assert json.loads((run / "summary.json").read_text())["epochs"] == cfg["epochs"]
     assert main(["train", "--time-budget", "soon"]) == 2
     assert "expected a duration" in capsys.readouterr().err
+
+
+def test_val_subset_validates_each_epoch_on_a_fixed_subset_and_the_last_on_all(tmp_path, capsys):
+    run = _train(tmp_path, "--epochs", "3", "--val-subset", "10")
+    rows = read_rows(run / "metrics.jsonl")
+    assert [r["val_images"] for r in rows] == [10, 10, 24]  # TINY_TRAIN has 24 val images
+    out = capsys.readouterr().out
+    assert out.count("(10 images)") == 2 and out.count("(24 images)") == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_images_per_epoch"] == 10 and summary["final_val_images"] == 24
+    # The last epoch's figures are those of the whole split: what `eval` measures on last.pt.
+    assert (
+        main(["eval", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--workers", "0"]) == 0
+    )
+    measured = json.loads((run / "eval" / "last-val" / "metrics.json").read_text())
+    assert measured["images"] == 24
+    assert summary["final_val_acc1"] == pytest.approx(measured["acc1"])
+    assert summary["min_val_loss"] <= measured["loss"] + 1e-6
+    assert rows[-1]["val_loss"] == pytest.approx(measured["loss"], rel=1e-5)

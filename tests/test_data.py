@@ -240,3 +240,15 @@ def test_an_image_that_cannot_be_cached_fails_when_read_or_is_skipped(tiny_minip
         val[2]
     skip, _ = build_dataset(DataConfig(**{**cfg.__dict__, "on_bad_image": "skip"}), "val")
     assert skip[2] is None and skip[1] is not None
+
+
+def test_a_fixed_subset_is_the_same_every_time_in_order_and_mixes_the_classes():
+    from scenelab.data import fixed_subset
+
+    labels = [i % 4 for i in range(40)]  # cycling through the classes
+    a, b = fixed_subset(labels, 10), fixed_subset(labels, 10)
+    assert a.indices == b.indices == sorted(a.indices) and len(set(a.indices)) == 10
+    assert len({labels[i] for i in a.indices}) > 1
+    by_class = sorted(labels)  # stored class by class
+    assert len({by_class[i] for i in fixed_subset(by_class, 10).indices}) > 1
+    assert fixed_subset(labels, 0) is labels and fixed_subset(labels, 40) is labels

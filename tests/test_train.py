@@ -8,12 +8,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from scenelab.adversarial import CrossEntropy
 from scenelab.config import OptimConfig, RunConfig
+from scenelab.data import Loaders
 from scenelab.data.synthetic import generate
 from scenelab.evaluation import evaluate
 from scenelab.models import SimpleNet
 from scenelab.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scenelab.tracking import EpochLog, RunDir
-from scenelab.train import Loaders, TrainingError, fit, train_one_epoch
+from scenelab.train import TrainingError, fit, train_one_epoch
 
 
 def test_warmup_starts_above_zero_and_cosine_ends_at_the_floor():

@@ -15,7 +15,7 @@ from .attack import (
 from .attack_eval import evaluate_attack
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AdvConfig, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from .data import build_dataset, build_datasets, build_loader
+from .data import Loaders, build_dataset, build_datasets, build_loader
 from .evaluation import evaluate, robust_accuracy
 from .explain import (
     attention_rollout,
@@ -33,7 +33,7 @@ from .optim import build_optimizer, build_scheduler
 from .overlays import heat_overlay, red_overlay
 from .report import write_report
 from .tracking import EpochLog
-from .train import Loaders, fit, train_one_epoch
+from .train import fit, train_one_epoch
 
 __all__ = [
     "write_report",

@@ -91,6 +91,7 @@ _FINAL_KEYS = (
     "train_loss",
     "val_robust_acc1",
     "val_robust_drop",
+    "val_images",
 )
 
 

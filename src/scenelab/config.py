@@ -157,6 +157,10 @@ class TrainConfig:
         "resumes from that step (0: at the end of each epoch only)",
     )
     tta: bool = option(False, "validate on the image and its mirror (flip test-time augmentation)")
+    val_subset: int = option(
+        0,
+        "validate each epoch on a fixed random N val images, on all after the last (0: all)",
+    )
     log_every: int = option(20, "steps between log lines when the output is not a terminal")
     time_budget: str = option(
         "",

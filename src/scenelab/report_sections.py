@@ -61,6 +61,9 @@ def overview(cfg: dict, summary: dict, rows: list[dict]) -> list[Block]:
         ("parameters", _fmt(summary.get("params"))),
     ]
     accuracy = "flip TTA, " if train.get("tta") else ""
+    subset, split = train.get("val_subset") or 0, last.get("val_images", 0)
+    if 0 < subset < split:
+        accuracy += f"all but the last epoch on {subset:,} of its {split:,} images, "
     return blocks + [
         Heading("Results"),
         Text(

@@ -108,10 +108,11 @@ def epoch_row(
 
 def epoch_line(row: dict[str, Any], epochs: int) -> str:
     """The console's summary of an epoch's metrics row."""
+    images = f" ({row['val_images']:,} images)" if "val_images" in row else ""
     line = (
         f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc1 "
         f"{row['train_acc1']:.2f}  val loss {row['val_loss']:.4f} acc1 {row['val_acc1']:.2f} "
-        f"acc5 {row['val_acc5']:.2f}  {row['epoch_seconds']:.1f}s "
+        f"acc5 {row['val_acc5']:.2f}{images}  {row['epoch_seconds']:.1f}s "
         f"{row['images_per_second']:.0f} img/s"
     )
     if "val_robust_acc1" in row:

@@ -12,7 +12,6 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 from .adversarial import Objective, build_objective
 from .checkpoint import Checkpointer, FitState
 from .config import RunConfig
+from .data import Loaders
 from .data.sampling import ResumableSampler
 from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
 from .metrics import RunningSums
@@ -138,16 +138,6 @@ def _no_sync(model: nn.Module):
     return model.no_sync() if ddp else nullcontext()
 
 
-@dataclass(frozen=True)
-class Loaders:
-    """The loaders of a run: training, validation, and the fixed validation subset whose
-    robust accuracy is measured every epoch (None: not measured). In DDP, this process's."""
-
-    train: DataLoader
-    val: DataLoader
-    robust: DataLoader | None = None
-
-
 def fit(
     cfg: RunConfig,
     model: nn.Module,
@@ -210,10 +200,12 @@ def fit(
                 on_step=on_step,
             )
         state.step, state.position, state.partial, state.rng = log.step, 0, None, None
-        val = _validate(model_without_ddp, ema, loaders.val, cfg, precision, len(classes))
+        val_loader = loaders.val_after(epoch, state.epochs)
+        val = _validate(model_without_ddp, ema, val_loader, cfg, precision, len(classes))
         state.confusion = val.pop("confusion")
         lr = optimizer.param_groups[0]["lr"]
         row = epoch_row(epoch, train, val, timer.seconds, images, lr, _peak_memory_mb(device))
+        row["val_images"] = len(val_loader.dataset)
         if loaders.robust is not None:
             row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
         improved = state.record(row)

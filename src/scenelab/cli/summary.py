@@ -15,11 +15,11 @@ from torch.utils.data import Dataset
 from .. import runtime
 from ..checkpoint import FitState
 from ..config import RunConfig
+from ..data import Loaders
 from ..data.decode import read_bad_images
 from ..models import count_parameters
 from ..report import write_evaluation
 from ..tracking import RunDir
-from ..train import Loaders
 from .results import refresh_report
 
 
@@ -66,6 +66,9 @@ def finish(job: Prepared, state: FitState, device: torch.device, dist: runtime.D
     lines and the report."""
     run, cfg = job.run, job.cfg
     summary = _summary(cfg, state, count_parameters(job.model), device) | {"processes": dist.world}
+    epoch_val = job.loaders.val_subset or job.loaders.val
+    summary["val_images_per_epoch"] = len(epoch_val.dataset)  # all but the last epoch
+    summary["final_val_images"] = state.totals.get("final_val_images", len(job.val_set))
     bad = read_bad_images(run.bad_images)
     if cfg.data.on_bad_image == "skip":
         summary["bad_images"] = {"count": len(bad), "files": bad}

@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 from .. import runtime
 from ..checkpoint import FitState, Interrupted, load_checkpoint, load_model_state
 from ..config import SECTIONS, RunConfig
-from ..data import build_datasets, build_loader
+from ..data import Loaders, build_datasets, build_loader, fixed_subset
 from ..models import (
     build_model,
     load_pretrained,
@@ -32,7 +32,7 @@ from ..models import (
 )
 from ..optim import build_optimizer, build_scheduler
 from ..tracking import Console, NullTracker, RunDir, Tracker
-from ..train import Loaders, fit
+from ..train import fit
 from .control import BudgetResize, StopRequest, fit_budget
 from .evaluate import add_eval_parser
 from .flags import add_config_flags, given, load_yaml
@@ -175,14 +175,19 @@ def _prepare(
             train_set, cfg.data, train=True, device=device, **seeds, **shard
         )
         val_loader = build_loader(val_set, cfg.data, train=False, device=device, **shard)
+        val_subset = None  # each epoch's but the last, with --val-subset
+        if 0 < cfg.train.val_subset < len(val_set):
+            subset = fixed_subset(val_set, cfg.train.val_subset)
+            val_subset = build_loader(subset, cfg.data, train=False, device=device, **shard)
         robust_loader = None
         if cfg.adv.eval_limit:
             subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
             robust_loader = build_loader(subset, cfg.data, train=False, device=device, **shard)
         if resume is None and cfg.train.time_budget:
             robust_images = len(robust_loader.dataset) if robust_loader else 0
-            cfg = fit_budget(cfg, model, train_set, val_set, device, robust_images, started)
-    loaders = Loaders(train_loader, val_loader, robust_loader)
+            epoch_val = val_subset.dataset if val_subset else val_set  # validated per epoch
+            cfg = fit_budget(cfg, model, train_set, epoch_val, device, robust_images, started)
+    loaders = Loaders(train_loader, val_loader, val_subset, robust_loader)
     return Prepared(run, cfg, train_set, val_set, classes, model, loaders)
 
 

@@ -4,6 +4,7 @@ Every dataset yields float images in [0, 1] (normalisation is the model's first 
 integer labels; `with_masks=True` adds object masks where the source has them.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -139,3 +140,30 @@ def build_loader(
         generator=generator,
         worker_init_fn=seed_worker,
     )
+
+
+def fixed_subset(dataset: Dataset, size: int, seed: int = 0) -> Dataset:
+    """A fixed random `size` of `dataset`'s items, in their order (all of it when `size` is 0
+    or larger): random, so a split stored class by class, or cycling through the classes, still
+    gives every class about its share; fixed by `seed`, so every epoch sees the same items."""
+    if not 0 < size < len(dataset):
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(dataset), generator=generator)[:size].sort().values
+    return Subset(dataset, indices.tolist())
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The loaders of a run, in DDP this process's shares: training; validation; the fixed
+    validation subset that every epoch but the last is validated on (None: the whole split);
+    and the one whose robust accuracy every epoch measures (None: not measured)."""
+
+    train: DataLoader
+    val: DataLoader
+    val_subset: DataLoader | None = None
+    robust: DataLoader | None = None
+
+    def val_after(self, epoch: int, epochs: int) -> DataLoader:
+        """The validation loader of `epoch` of `epochs`: the whole split after the last."""
+        return self.val if epoch >= epochs or self.val_subset is None else self.val_subset
