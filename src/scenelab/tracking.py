@@ -62,9 +62,8 @@ class RunDir:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl file ([] when absent)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 # TensorBoard tag -> key of the epoch's metrics row
