@@ -13,7 +13,14 @@ import torch
 
 from ..config import ModelConfig, OptimConfig
 from ..document import format_table
-from ..models import MODELS, build_model, count_flops, count_parameters, optim_defaults
+from ..models import (
+    MODELS,
+    build_model,
+    count_flops,
+    count_parameters,
+    model_spec,
+    optim_defaults,
+)
 from ..optim import build_optimizer
 from . import fresh_peak_memory, random_batch, timed_steps
 from .config import ModelsBenchConfig
@@ -33,8 +40,7 @@ class ModelTiming:
 def model_names(cfg: ModelsBenchConfig) -> list[str]:
     names = list(MODELS) if cfg.models == "all" else [n.strip() for n in cfg.models.split(",")]
     for name in names:
-        if name not in MODELS and not name.startswith("tv:"):
-            raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)} or tv:NAME")
+        model_spec(name)  # an unknown name fails here, before any timing
     return names
 
 

@@ -5,7 +5,6 @@ import argparse
 from ..config import ModelConfig, OptimConfig
 from ..document import format_table
 from ..models import (
-    DESCRIPTIONS,
     MODELS,
     build_model,
     count_flops,
@@ -27,7 +26,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         model = build_model(ModelConfig(model=name), args.num_classes, args.image_size)
         flops = count_flops(model, args.image_size)
         params, gflops = f"{count_parameters(model):,}", f"{flops / 1e9:.3f}"
-        rows.append([name, params, gflops, _optimiser(name), DESCRIPTIONS[name]])
+        rows.append([name, params, gflops, _optimiser(name), MODELS[name].description])
     print(
         f"Models at {args.image_size} px with {args.num_classes} classes (FLOPs: forward pass "
         "of one image, 2 per multiply-add, counted by torch.utils.flop_counter)\n"

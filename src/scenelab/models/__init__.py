@@ -91,9 +91,6 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-# The one-line descriptions by name, for callers that list them (`scenelab models`).
-DESCRIPTIONS = {name: spec.description for name, spec in MODELS.items()}
-
 TORCHVISION_PREFIX = "tv:"
 
 CONV_LAYERS: dict[str, type[nn.Conv2d]] = {
@@ -105,7 +102,6 @@ ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.metadata.get("arch"
 
 __all__ = [
     "CONV_LAYERS",
-    "DESCRIPTIONS",
     "MODELS",
     "Attention",
     "BottleneckResNet",
