@@ -86,7 +86,7 @@ def train_one_epoch(
     precision = precision or Precision(device)
     log = log or EpochLog()
     batches = len(loader)
-    steps_per_epoch = math.ceil(epoch_batches(loader) / accum_steps)
+    steps_per_epoch = epoch_steps(loader, accum_steps)
     step_loss = torch.zeros((), device=device)  # this step's loss, over its batches
     optimizer.zero_grad(set_to_none=True)
     with log.progress(batches):
@@ -124,12 +124,13 @@ def train_one_epoch(
     return log.sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT)
 
 
-def epoch_batches(loader: DataLoader) -> int:
-    """Batches in a whole epoch of `loader` (a DataLoader, or a list of batches), also when its
-    sampler starts part-way through."""
+def epoch_steps(loader: DataLoader, accum_steps: int = 1) -> int:
+    """Optimizer steps in a whole epoch of `loader` (a DataLoader, or a list of batches), also
+    when its sampler starts part-way through; the last step takes the batches left over."""
+    batches = len(loader)
     if isinstance(getattr(loader, "sampler", None), ResumableSampler):
-        return math.ceil(loader.sampler.num_samples / loader.batch_size)
-    return len(loader)
+        batches = math.ceil(loader.sampler.num_samples / loader.batch_size)
+    return math.ceil(batches / accum_steps)
 
 
 def _no_sync(model: nn.Module):
@@ -213,7 +214,7 @@ def fit(
         checkpointer.save(improved)
         if resize is not None and epoch == 1 and cfg.optim.warmup_epochs >= 1:
             state.epochs = resize(time.perf_counter() - started)
-            steps_per_epoch = math.ceil(epoch_batches(loaders.train) / cfg.train.accum_steps)
+            steps_per_epoch = epoch_steps(loaders.train, cfg.train.accum_steps)
             resize_schedule(
                 scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=state.epochs
             )

@@ -2,7 +2,6 @@
 final evaluation, report), alone or as one of torchrun's processes."""
 
 import argparse
-import math
 import os
 import shutil
 import signal
@@ -32,7 +31,7 @@ from ..models import (
 )
 from ..optim import build_optimizer, build_scheduler
 from ..tracking import Console, NullTracker, RunDir, Tracker
-from ..train import fit
+from ..train import epoch_steps, fit
 from .control import BudgetResize, StopRequest, fit_budget
 from .evaluate import add_eval_parser
 from .flags import add_config_flags, given, load_yaml
@@ -74,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         job = _prepare(cfg, args.resume, dist, device, started)
         cfg, run, model = job.cfg, job.run, job.model
         optimizer = build_optimizer(model, cfg.optim)
-        steps_per_epoch = math.ceil(len(job.loaders.train) / cfg.train.accum_steps)
+        steps_per_epoch = epoch_steps(job.loaders.train, cfg.train.accum_steps)
         scheduler = build_scheduler(
             optimizer, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs
         )
@@ -147,7 +146,8 @@ def _prepare(
     """The run folder (new, or that of the checkpoint to `resume`), datasets, model and
     loaders. A run folder made here is removed again if any of this fails."""
     runtime.setup(device)
-    runtime.Precision(device, cfg.train.amp)  # an --amp this device cannot run fails here
+    # An --amp this device cannot run fails here; the model takes the inputs' memory format.
+    precision = runtime.Precision(device, cfg.train.amp, channels_last=cfg.train.channels_last)
     generator = runtime.seed_everything(cfg.train.seed)
     size = cfg.data.resolved_image_size
     weights = None
@@ -167,8 +167,7 @@ def _prepare(
         if weights is not None:
             print(f"Loading {load_pretrained(model, cfg.model, state=weights)}", flush=True)
         model = _sync_batchnorm(model, cfg, dist, device).to(device)
-        if cfg.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=precision.memory_format)
         shard = {"rank": dist.rank, "world": dist.world}
         seeds = {"seed": cfg.train.seed, "generator": generator}
         train_loader = build_loader(
