@@ -92,6 +92,22 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, objec
     assert (two / "eval" / "final-val" / "confusion.csv").read_text() == confusion_one
 
 
+def test_a_time_budget_under_torchrun_follows_rank_0s_plan(tmp_path):
+    # Rank 0 plans (every 1% of the budget and at each epoch's end) and broadcasts the plan;
+    # a process that planned on its own would stop at another step, and DDP would hang.
+    at = FLAGS.index("--epochs")
+    flags = FLAGS[:at] + FLAGS[at + 2 :]
+    budget = ["--synth-train", "320", "--time-budget", "30s", "--val-subset", "8"]
+    done = _run(_torchrun(*flags, *budget, "--out-dir", str(tmp_path)))
+    run = _folder(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    rows = read_rows(run / "metrics.jsonl")
+    assert summary["processes"] == 2 and summary["epochs"] == summary["epochs_planned"] == len(rows)
+    assert summary["seconds_at_summary"] <= 30 and summary["final_lr"] < 1e-3 * 0.05
+    assert [r["val_images"] for r in rows][-1] == 40
+    assert done.stdout.count("time budget 30s: training stopped") == 1
+
+
 def _children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (torchrun's workers run in sessions of their own)."""
     found = []

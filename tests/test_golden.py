@@ -11,10 +11,10 @@ training loop must reproduce them:
 - elsewhere: CPU kernels block their reductions differently (other vector widths, thread
   counts), and training amplifies the difference step by step. Losses and weights (each
   tensor's sum and norm, to its norm) agree to 1e-4 relative in the 6-step runs, 2e-3 in the
-  PGD-based run (an attack takes the sign of gradients near zero, which can flip) and 5e-3 in
-  the 9-step time-budget run. Running this file with one thread (`OMP_NUM_THREADS=1`) takes
+  PGD-based run (an attack takes the sign of gradients near zero, which can flip) and 1e-2 in
+  the 18-step time-budget run. Running this file with one thread (`OMP_NUM_THREADS=1`) takes
   that path: against the two-thread recording, the time-budget run's weights differed by
-  1.2e-3 (its losses by 5e-6), the ViT's weights by 2.4e-5, the rest by at most 4e-7.
+  4.2e-3 (its losses by 6e-5), the ViT's weights by 2.4e-5, the rest by at most 4e-7.
 
 To record anew after a change that is meant to change training, run
 `SCENELAB_RECORD_GOLDEN=1 pytest tests/test_golden.py` and commit the file with the reason.
@@ -56,7 +56,7 @@ SCENARIOS = {
 }
 EPOCH_LOSSES = ("train_loss", "val_loss", "val_ema_loss")
 # rtol off the recording machine (see the docstring); 1e-4 for the others
-LOOSE = {"goodfellow": 2e-3, "time-budget": 5e-3}
+LOOSE = {"goodfellow": 2e-3, "time-budget": 1e-2}
 
 
 def machine() -> dict:

@@ -135,17 +135,6 @@ def test_a_non_finite_loss_stops_with_the_epoch_and_lr_and_saves_nothing(tmp_pat
     assert not run.last.exists()
 
 
-def test_epochs_for_a_time_budget():
-    from scenelab.budget import epochs_for_budget
-    from scenelab.fields import parse_duration
-
-    assert [parse_duration(t) for t in ("90s", "30m", "1.5h", "45")] == [90, 1800, 5400, 45]
-    with pytest.raises(ValueError, match="expected a duration"):
-        parse_duration("soon")
-    assert epochs_for_budget(1800, 100) == 16  # 90% of 30 minutes in 100 s epochs
-    assert epochs_for_budget(10, 100) == 1  # at least one epoch
-
-
 def _trained_copies(**fast) -> tuple[nn.Module, nn.Module]:
     """(plain, with `fast`): SimpleNet trained one epoch from the same start."""
     torch.manual_seed(0)
@@ -263,24 +252,3 @@ def test_the_weight_average_is_the_exponential_average_of_every_step(tmp_path):
     )
     assert len(average) == 2
     assert torch.allclose(saved["ema"]["module.head.weight"], average[-1], atol=1e-6)
-
-
-def test_resizing_the_schedule_in_the_warm_up_equals_the_longer_schedule_from_the_start():
-    from scenelab.optim import resize_schedule
-
-    cfg = OptimConfig(lr=0.1, warmup_epochs=1)
-
-    def rates(epochs, resize_to=None):
-        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-        sched = build_scheduler(opt, cfg, steps_per_epoch=4, epochs=epochs)
-        out = []
-        for step in range(24):
-            if step == 4 and resize_to:  # the end of the warm-up epoch
-                resize_schedule(sched, cfg, steps_per_epoch=4, epochs=resize_to)
-            out.append(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
-        return out
-
-    assert rates(3, resize_to=6) == pytest.approx(rates(6))
-    assert rates(3, resize_to=6) != pytest.approx(rates(3))

@@ -1,88 +1,204 @@
-"""`--time-budget`: how many epochs fit, from a few timed steps on a copy of the model."""
+"""`--time-budget T`: a run that ends within T of wall time with its learning rate annealed,
+however the machine's speed changes on the way.
 
-import copy
+The schedule runs on progress (0 to 1) instead of a count of epochs fixed once. `TimeBudget`
+plans: from the measured seconds per optimizer step it works out the steps that fit in the
+time left, after the validations still to come (timed as they happen) and a reserve for the
+last one on all images, the report and a margin of 2% of T. It plans again every 1% of T and
+at every epoch's end, so a slow first epoch, or load arriving or leaving mid-run, moves the
+end of the schedule with it. At each plan, progress is the larger of the schedule's own (steps
+done along the last plan) and the share of the training time spent; it never goes back, and
+the plan spreads what is left over the steps that fit. Training stops at the step where
+progress reaches 1, part-way through an epoch if need be.
+
+Under torchrun, rank 0 plans and every process follows: one broadcast per plan, at steps all
+processes know in advance. The plan and the time spent are saved in checkpoints, so a resumed
+run goes on with the time it had left (the time it was not running does not count).
+"""
+
 import math
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Subset
+from .runtime import broadcast_object, rank
 
-from .adversarial import build_objective
-from .config import RunConfig
-from .data import build_loader
-from .evaluation import evaluate, robust_accuracy
-from .optim import build_optimizer
-from .runtime import Timer
-from .train import train_one_epoch
+FINISH_SECONDS = 5.0  # summary, the final evaluation's files and the report, after training
+MARGIN = 0.02  # of the budget: kept in hand against the last plan's misjudgement
+PLAN_EVERY = 0.01  # of the budget: plan again after about this much time
+FIRST_PLAN = 5  # the first plan, at this step, times the steps since the first one
 
 
-def epochs_for_budget(
-    budget_seconds: float,
-    epoch_seconds: float,
-    *,
-    margin: float = 0.9,
-    at_least: int = 1,
-    at_most: int = 10_000,
-) -> int:
-    """The whole epochs that fit in `margin` of the budget, within [at_least, at_most]."""
-    fit = int(margin * max(budget_seconds, 0.0) // max(epoch_seconds, 1e-9))
-    return max(at_least, min(at_most, fit))
+@dataclass(frozen=True)
+class Plan:
+    """Progress `progress` at optimizer step `step`, growing linearly to 1 at step `end`; the
+    next plan is at step `next`. `end <= step`: the budget is spent, training stops."""
+
+    step: int = 0
+    progress: float = 0.0
+    end: int | None = None  # None: nothing measured yet, progress stays at `progress`
+    next: int = FIRST_PLAN
+
+    def at(self, step: int) -> float:
+        if self.end is None:
+            return self.progress
+        if self.end <= self.step:
+            return 1.0
+        done = (step - self.step) / (self.end - self.step)
+        return min(1.0, self.progress + (1.0 - self.progress) * max(done, 0.0))
+
+    def done(self, step: int) -> bool:
+        return self.end is not None and self.end <= step
 
 
-def estimate_epoch_seconds(
-    cfg: RunConfig,
-    model: nn.Module,
-    train_set,
-    val_set,
-    *,
-    device: torch.device,
-    steps: int = 6,
-    robust_images: int = 0,
-    world: int = 1,
-) -> float:
-    """Seconds one epoch takes (training, evaluation, robust evaluation), timed on a copy of
-    the model after one warm-up pass. Each part is timed over `steps` and `2 * steps` batches:
-    the difference is the cost per batch, the rest a fixed cost per pass (starting workers),
-    and the epoch is that fixed cost plus its batches. With `world` > 1 (DDP), one process's
-    share: batches of batch_size / world images, 1 / world of each split."""
-    probe = copy.deepcopy(model)
-    optimizer = build_optimizer(probe, cfg.optim)
-    objective = build_objective(cfg)
-    batch = cfg.data.batch_size // world
-    data = replace(cfg.data, batch_size=batch)
+class TimeBudget:
+    """Plans a run of `seconds` that started at `started` on `clock` (the process's start, so
+    imports and data preparation count). `steps_per_epoch` optimizer steps an epoch;
+    validation runs on `epoch_images` after each epoch but the last and on `final_images` after
+    it, `val_passes` forward passes an image (2 with TTA, twice that with a weight average),
+    which guesses its cost from the step time until a validation has been timed.
 
-    def loader(dataset, train: bool, n: int) -> DataLoader:
-        part = Subset(dataset, range(min(len(dataset), n * batch)))
-        return build_loader(part, data, train=train, device=device)
+    `fit` calls `start` once, `on_step` after every optimizer step (True: stop here),
+    `epoch_end` after each epoch's training (the epochs now planned) and `validated` after each
+    validation; `progress(step)` drives the learning-rate schedule.
+    """
 
-    def extrapolate(dataset, train: bool, run, images: int) -> float:
-        short, long = loader(dataset, train, steps), loader(dataset, train, 2 * steps)
-        run(short)  # warm-up: workers, allocator, kernels
-        seconds = []
-        for part in (short, long):
-            with Timer(device) as timer:
-                run(part)
-            seconds.append(timer.seconds)
-        extra = len(long.dataset) - len(short.dataset)
-        if extra == 0:  # the whole split fits in the short pass
-            return seconds[0] * math.ceil(images / world) / len(short.dataset)
-        per_image = max(seconds[1] - seconds[0], 0.0) / extra
-        fixed = max(seconds[0] - per_image * len(short.dataset), 0.0)
-        return fixed + per_image * math.ceil(images / world)
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        started: float,
+        steps_per_epoch: int,
+        epoch_images: int,
+        final_images: int,
+        batch_size: int,
+        val_passes: int = 1,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.seconds, self.started = seconds, started
+        self.clock = clock or time.perf_counter  # looked up now: tests may replace it
+        self.steps_per_epoch, self.batch_size = max(steps_per_epoch, 1), batch_size
+        self.epoch_images, self.final_images, self.val_passes = (
+            epoch_images,
+            final_images,
+            val_passes,
+        )
+        self.plan = Plan()
+        self.train_seconds = 0.0  # measured training time, validations excluded
+        self.step_seconds: float | None = None
+        self.val_seconds_per_image: float | None = None
+        self.val_fixed_seconds = 0.0  # per validation, whatever its size (robust accuracy)
+        self._validating = 0.0  # seconds of validation so far (this process)
+        self._mark: tuple[int, float, float] | None = None  # step, clock, validating
+        self._first = False  # the next step is the first of this process
 
-    def train(part: DataLoader) -> None:
-        train_one_epoch(probe, part, optimizer, objective, device=device)
+    # --- what fit calls -----------------------------------------------------------------
+    def progress(self, step: int) -> float:
+        return self.plan.at(step)
 
-    def validate(part: DataLoader) -> None:
-        evaluate(probe, part, device=device, tta=cfg.train.tta)
+    def start(self, step: int) -> None:
+        """Training starts (or resumes) at optimizer step `step`."""
+        self._mark = (step, self.clock(), self._validating)
+        self._first = True
 
-    def attack(part: DataLoader) -> None:
-        robust_accuracy(probe, part, cfg, device=device)
+    def on_step(self, log) -> bool:
+        """After optimizer step `log.step`: plan when due; True when the budget is spent."""
+        if self._first:  # its time holds the workers' start: measure from here
+            self._first = False
+            self._mark = (log.step, self.clock(), self._validating)
+        if log.step >= self.plan.next:
+            self._replan(log.step)
+        return self.done(log.step)
 
-    seconds = extrapolate(train_set, True, train, len(train_set))
-    seconds += extrapolate(val_set, False, validate, len(val_set))
-    if robust_images:
-        robust = Subset(val_set, range(min(robust_images, len(val_set))))
-        seconds += extrapolate(robust, False, attack, robust_images)
-    return seconds
+    def epoch_end(self, epoch: int, step: int) -> int:
+        """An epoch's training is done at `step`: plan, and return the epochs the run now has
+        (`epoch` itself when the budget is spent, so that its validation is the last)."""
+        if not self.done(step):  # a stop is final
+            self._replan(step)
+        if self.done(step):
+            return epoch
+        return max(epoch + 1, math.ceil(self.plan.end / self.steps_per_epoch))
+
+    def validated(self, seconds: float, images: int, fixed_seconds: float = 0.0) -> None:
+        """A validation of `images` took `seconds`, plus `fixed_seconds` that do not grow with
+        the images (robust accuracy on its fixed subset)."""
+        self._validating += seconds + fixed_seconds
+        self.val_seconds_per_image = seconds / max(images, 1)
+        self.val_fixed_seconds = fixed_seconds
+
+    def done(self, step: int) -> bool:
+        return self.plan.done(step)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    # --- planning -------------------------------------------------------------------------
+    def _replan(self, step: int) -> None:
+        plan = None
+        if rank() == 0:
+            self._measure(step)
+            plan = self._planned(step)
+        self.plan = broadcast_object(plan)  # under torchrun: rank 0's, everywhere
+
+    def _measure(self, step: int) -> None:
+        """Seconds per step over the steps since the last plan, its validations left out."""
+        now = self.clock()
+        if self._mark is not None:
+            marked, then, validating = self._mark
+            train = max(now - then - (self._validating - validating), 0.0)
+            if step > marked:
+                self.train_seconds += train
+                self.step_seconds = max(train, 1e-9) / (step - marked)
+        self._mark = (step, now, self._validating)
+
+    def _planned(self, step: int) -> Plan:
+        step_s = self.step_seconds or 1e-9  # unmeasured: plan on as if steps were free
+        per_image = self.val_seconds_per_image
+        if per_image is None:  # a forward pass costs about a third of a training step
+            per_image = self.val_passes * step_s / (3 * max(self.batch_size, 1))
+        per_epoch = per_image * self.epoch_images + self.val_fixed_seconds
+        last = per_image * self.final_images + self.val_fixed_seconds
+        left = self.seconds * (1 - MARGIN) - self.elapsed() - last - FINISH_SECONDS
+        steps = self._steps_that_fit(step, left, step_s, per_epoch)
+        end = step + math.floor(steps)
+        spent = self.train_seconds / max(self.train_seconds + steps * step_s, 1e-9)
+        progress = 1.0 if end <= step else max(self.progress(step), min(spent, 1.0))
+        every = max(1, round(PLAN_EVERY * self.seconds / step_s))
+        return Plan(step, progress, end, step + every)
+
+    def _steps_that_fit(self, step: int, left: float, step_s: float, per_epoch: float) -> float:
+        """The steps after `step` that fit in `left` seconds, each epoch that ends before
+        them followed by its validation (`per_epoch` seconds; the last one is reserved)."""
+        epoch = self.steps_per_epoch
+        if step > 0 and step % epoch == 0:  # at an epoch's end: its validation comes first
+            left -= per_epoch
+        first = epoch - step % epoch  # the steps to this epoch's end
+        if left <= first * step_s:
+            return max(left, 0.0) / step_s
+        left -= first * step_s + per_epoch  # ... and its validation, to go on after it
+        whole = math.floor(max(left, 0.0) / (epoch * step_s + per_epoch))
+        rest = max(left - whole * (epoch * step_s + per_epoch), 0.0) / step_s
+        return first + whole * epoch + min(rest, epoch)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "spent": self.elapsed(),
+            "plan": asdict(self.plan),
+            "train_seconds": self.train_seconds,
+            "step_seconds": self.step_seconds,
+            "val_seconds_per_image": self.val_seconds_per_image,
+            "val_fixed_seconds": self.val_fixed_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a saved budget: the time it had spent counts on top of this process's,
+        the time between them does not."""
+        self.started -= state["spent"]
+        self.plan = Plan(**state["plan"])
+        self.train_seconds = state["train_seconds"]
+        self.step_seconds = state["step_seconds"]
+        self.val_seconds_per_image = state["val_seconds_per_image"]
+        self.val_fixed_seconds = state["val_fixed_seconds"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from .budget import TimeBudget
 from .config import RunConfig
 from .metrics import RunningSums
 from .models import build_model
@@ -39,7 +40,7 @@ class FitState:
     """Where a run stands; saved in every checkpoint so `--resume` continues exactly."""
 
     epoch: int = 0  # completed epochs
-    epochs: int = 0  # planned epochs (a time budget may resize them once); 0: the config's
+    epochs: int = 0  # planned epochs (a time budget plans them as it goes); 0: the config's
     step: int = 0  # optimizer steps
     best_acc1: float = -1.0
     totals: dict[str, float] = field(default_factory=dict)  # seconds, images, peak memory, ...
@@ -51,6 +52,7 @@ class FitState:
     rng: list[dict[str, torch.Tensor]] | dict[str, torch.Tensor] | None = None
     scaler: dict[str, Any] | None = None  # fp16's gradient scaler
     ema: dict[str, Any] | None = None  # the weight average (--ema-decay)
+    budget: dict[str, Any] | None = None  # --time-budget's plan and time spent
     confusion: torch.Tensor | None = field(default=None, metadata={"saved": False})  # last val
 
     @classmethod
@@ -92,6 +94,7 @@ _FINAL_KEYS = (
     "val_robust_acc1",
     "val_robust_drop",
     "val_images",
+    "lr",
 )
 
 
@@ -184,6 +187,7 @@ class Checkpointer:
     precision: Precision
     ema: AveragedModel | None = None
     stop: Callable[[], bool] | None = None
+    budget: TimeBudget | None = None
 
     def save(self, improved: bool = False) -> None:
         """last.pt, and best.pt too when `improved`."""
@@ -192,6 +196,7 @@ class Checkpointer:
         state = self.state
         state.scaler = self.precision.scaler.state_dict() or None
         state.ema = self.ema.state_dict() if self.ema is not None else None
+        state.budget = self.budget.state_dict() if self.budget is not None else None
         cfg = replace(self.cfg, train=replace(self.cfg.train, epochs=state.epochs))
         checkpoint = {
             "model": self.model.state_dict(),

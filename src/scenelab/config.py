@@ -164,8 +164,8 @@ class TrainConfig:
     log_every: int = option(20, "steps between log lines when the output is not a terminal")
     time_budget: str = option(
         "",
-        "fit the run into this wall-clock time, e.g. 30m, 90s or 1.5h: --epochs is sized from a "
-        "few timed steps, so the learning rate ends annealed (default: off)",
+        "fit the whole run into this wall time, e.g. 30m, 90s, 1.5h: epochs planned from the "
+        "measured step time as it goes (--epochs ignored), lr annealed at the end (default: off)",
     )
 
     def __post_init__(self) -> None:

@@ -1,7 +1,8 @@
 """Optimiser, learning-rate schedule and weight averages (EMA).
 
 The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
-lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`. Weight decay skips tensors with
+lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`; under a time budget the cosine
+runs on the budget's progress instead of a fixed step count. Weight decay skips tensors with
 fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings.
 """
 
@@ -49,37 +50,39 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
     """Multiplier of the peak lr at optimizer step `step` (0-based)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return annealed((step - warmup_steps) / max(total_steps - warmup_steps, 1), min_ratio)
+
+
+def annealed(progress: float, min_ratio: float = 0.0) -> float:
+    """The cosine from 1 at progress 0 to `min_ratio` at progress 1 (and after)."""
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     return min_ratio + (1 - min_ratio) * cosine
 
 
-def _schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    progress: Callable[[int], float] | None = None,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule over `epochs` epochs; or, given `progress(step)` (a time budget's, 0 to
+    1), the warm-up's linear ramp until the cosine on that progress falls below it (the cosine
+    counts from step 0, as timm's does without a warm-up prefix, so that a budget too short
+    for the warm-up still ends annealed)."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     total = epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         return lr_factor(step, warmup_steps=warmup, total_steps=total, min_ratio=cfg.min_lr_ratio)
 
-    return factor
+    def factor_on_progress(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+        return min(ramp, annealed(progress(step), cfg.min_lr_ratio))
 
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch, epochs))
-
-
-def resize_schedule(
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    cfg: OptimConfig,
-    *,
-    steps_per_epoch: int,
-    epochs: int,
-) -> None:
-    """Give a `build_scheduler` schedule a new length in place, at the same step. The rates
-    of the warm-up do not depend on the length, so resizing within it leaves no jump."""
-    scheduler.lr_lambdas = [_schedule(cfg, steps_per_epoch, epochs)] * len(scheduler.lr_lambdas)
+    schedule = factor if progress is None else factor_on_progress
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 def weight_average(model: nn.Module, decay: float, saved: dict | None) -> AveragedModel | None:

@@ -9,7 +9,6 @@ request, and the run's progress (the planned epochs among it) lives in `FitState
 
 import math
 import random
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -19,13 +18,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .adversarial import Objective, build_objective
+from .budget import TimeBudget
 from .checkpoint import Checkpointer, FitState
 from .config import RunConfig
 from .data import Loaders
 from .data.sampling import ResumableSampler
 from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
 from .metrics import RunningSums
-from .optim import resize_schedule, weight_average
+from .optim import weight_average
 from .runtime import (
     Precision,
     Timer,
@@ -40,7 +40,7 @@ from .runtime import (
 )
 from .tracking import EpochLog, NullTracker, RunDir, Tracker, epoch_row
 
-StepHook = Callable[[EpochLog], None]  # runs after every optimizer step
+StepHook = Callable[[EpochLog], bool | None]  # after every optimizer step; True ends the epoch
 
 
 class TrainingError(RuntimeError):
@@ -75,7 +75,8 @@ def train_one_epoch(
     last step takes what is left). `precision` sets autocast, fp16's gradient scaler and the
     inputs' memory format. `log` counts the run's optimizer steps and the epoch's running
     metrics, shows progress, and continues an epoch resumed part-way (give it the sums of the
-    batches done and the loader of the rest); `on_step` hooks run after each optimizer step.
+    batches done and the loader of the rest); `on_step` hooks run after each optimizer step,
+    and the epoch ends there when one of them returns True (a spent time budget).
 
     In DDP, `model` is the DDP-wrapped model and `loader` this process's share; the metrics are
     those of all processes, and accumulated batches skip the gradient all-reduce until the
@@ -119,8 +120,8 @@ def train_one_epoch(
                 scheduler.step()
             log.optimizer_step(step_loss, optimizer.param_groups[0]["lr"])
             step_loss.zero_()
-            for hook in on_step:
-                hook(log)
+            if any([hook(log) for hook in on_step]):  # a list: every hook runs
+                break
     return log.sums.all_reduce(("loss", "acc1", "acc5"), device).means(PERCENT)
 
 
@@ -152,20 +153,19 @@ def fit(
     state: FitState | None = None,
     tracker: Tracker | NullTracker | None = None,
     stop: Callable[[], bool] | None = None,
-    resize: Callable[[float], int] | None = None,
+    budget: TimeBudget | None = None,
 ) -> FitState:
     """Train from `state` to its planned epochs (or `cfg.train.stop_after`), evaluating each.
 
     Writes `last.pt` every epoch and `best.pt` when val top-1 improves (see `Checkpointer` for
-    step checkpoints and `stop()`). `resize(seconds)` is called once, after the first epoch of
-    a run when that epoch is still warm-up, with its wall-clock seconds; it returns the run's
-    new number of epochs, and the schedule is resized to it (`--time-budget` corrects its
-    estimate this way). Returns the final state.
+    step checkpoints and `stop()`). With a `budget` (`--time-budget`; `scheduler` runs on its
+    progress), the budget plans the epochs as it goes and ends the run at the step where its
+    time is spent, part-way through an epoch if need be; it is saved with the checkpoints.
+    Returns the final state.
 
     In DDP, `model` is the DDP-wrapped model and the loaders this process's shares
     (`build_loader(rank=, world=)`); every process calls `fit`, metrics are those of all
-    processes, only rank 0 writes checkpoints (give the others a `NullTracker`), and `resize`
-    must return the same on every process.
+    processes, and only rank 0 writes checkpoints (give the others a `NullTracker`).
     """
     state, tracker = state or FitState(), tracker or NullTracker()
     state.epochs = state.epochs or cfg.train.epochs  # 0: as the config plans
@@ -176,15 +176,28 @@ def fit(
         precision.scaler.load_state_dict(state.scaler)
     ema = weight_average(model_without_ddp, cfg.train.ema_decay, state.ema)
     checkpointer = Checkpointer(
-        run, cfg, classes, model_without_ddp, optimizer, scheduler, state, precision, ema, stop
+        run,
+        cfg,
+        classes,
+        model_without_ddp,
+        optimizer,
+        scheduler,
+        state,
+        precision,
+        ema,
+        stop,
+        budget,
     )
-    on_step = [checkpointer.on_step]
+    on_step: list[StepHook] = [checkpointer.on_step]
+    if budget is not None:
+        budget.start(state.step)
+        on_step.insert(0, budget.on_step)
     if ema is not None:
         on_step.insert(0, lambda _: ema.update_parameters(model_without_ddp))
     while state.epoch < (min(cfg.train.stop_after, state.epochs) or state.epochs):  # 0 is off
-        epoch, started = state.epoch + 1, time.perf_counter()
-        log = _start_epoch(cfg.train.seed, state, loaders.train, tracker, device)
-        images = world_size() * len(loaders.train.sampler)
+        epoch = state.epoch + 1
+        planned = budget is None or budget.plan.end is not None  # else the first plan is due
+        log = _start_epoch(cfg.train.seed, state, loaders.train, tracker, device, planned)
         reset_peak_memory(device)
         with Timer(device) as timer, _non_finite_loss_stops(epoch, run):
             train = train_one_epoch(
@@ -201,24 +214,27 @@ def fit(
                 on_step=on_step,
             )
         state.step, state.position, state.partial, state.rng = log.step, 0, None, None
+        # The images of the batches trained (fewer when a spent budget ended the epoch).
+        images = world_size() * min(
+            len(loaders.train.sampler), log.batches * loaders.train.batch_size
+        )
+        if budget is not None:
+            state.epochs = budget.epoch_end(epoch, state.step)
         val_loader = loaders.val_after(epoch, state.epochs)
-        val = _validate(model_without_ddp, ema, val_loader, cfg, precision, len(classes))
+        with Timer(device) as val_timer:
+            val = _validate(model_without_ddp, ema, val_loader, cfg, precision, len(classes))
         state.confusion = val.pop("confusion")
         lr = optimizer.param_groups[0]["lr"]
         row = epoch_row(epoch, train, val, timer.seconds, images, lr, _peak_memory_mb(device))
         row["val_images"] = len(val_loader.dataset)
-        if loaders.robust is not None:
-            row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
+        with Timer(device) as robust_timer:
+            if loaders.robust is not None:
+                row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
+        if budget is not None:
+            budget.validated(val_timer.seconds, row["val_images"], robust_timer.seconds)
         improved = state.record(row)
         tracker.log_epoch(row, step=state.step, epochs=state.epochs)
         checkpointer.save(improved)
-        if resize is not None and epoch == 1 and cfg.optim.warmup_epochs >= 1:
-            state.epochs = resize(time.perf_counter() - started)
-            steps_per_epoch = epoch_steps(loaders.train, cfg.train.accum_steps)
-            resize_schedule(
-                scheduler, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=state.epochs
-            )
-            checkpointer.save()  # last.pt resumes with the new length
     return state
 
 
@@ -234,7 +250,12 @@ def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: i
 
 
 def _start_epoch(
-    seed: int, state: FitState, loader: DataLoader, tracker: Tracker | NullTracker, device
+    seed: int,
+    state: FitState,
+    loader: DataLoader,
+    tracker: Tracker | NullTracker,
+    device,
+    planned: bool = True,
 ) -> EpochLog:
     """Seed epoch `state.epoch + 1` and set its sampler's position. Part-way through it (a
     step checkpoint), also the random state and running sums of that moment."""
@@ -253,7 +274,7 @@ def _start_epoch(
     sums = None  # the sums of the batches done, of all processes, continue on rank 0
     if state.partial and process == 0:
         sums = RunningSums.from_state(state.partial, device)
-    desc = f"epoch {epoch}/{state.epochs}"
+    desc = f"epoch {epoch}/{state.epochs if planned else '?'}"
     return EpochLog(tracker, desc=desc, step=state.step, batches=state.position, sums=sums)
 
 

@@ -8,12 +8,14 @@ group of subcommands; each adds its parsers with `add_parsers`.
 import argparse
 import os
 import sys
+import time
 
 from ..checkpoint import CheckpointError
 from ..data import DatasetError
 from ..report import ReportError
 from ..train import TrainingError
 from . import attack, bench, data, explain, models, recipes, results, train
+from .control import process_age
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (`argv` None: the process's arguments; a --time-budget then counts from
+    the process's start, and from this call otherwise)."""
+    started = time.perf_counter() - (process_age() if argv is None else 0.0)
     args = build_parser().parse_args(argv)
+    args.started = started
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":
         print(
             f"error: only `scenelab train` runs under torchrun; run `scenelab {args.command}` "

@@ -5,14 +5,16 @@ trained, summary.json, the final model's per-class evaluation, the closing lines
 import json
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import Dataset
 
 from .. import runtime
+from ..budget import TimeBudget
 from ..checkpoint import FitState
 from ..config import RunConfig
 from ..data import Loaders
@@ -28,7 +30,7 @@ class Prepared:
     """A run ready to train: its folder, configuration, data and model (not yet on DDP)."""
 
     run: RunDir
-    cfg: RunConfig  # with --epochs sized to a --time-budget
+    cfg: RunConfig
     train_set: Dataset
     val_set: Dataset
     classes: list[str]
@@ -50,22 +52,39 @@ def run_line(
             f"{per_process} per process)"
         )
     part_way = f" (epoch {state.epoch + 1} from batch {state.position + 1})"
+    epochs = f"epochs {state.epoch + 1}-{state.epochs}"
+    if cfg.train.time_budget and not state.budget:
+        epochs = f"epochs planned as it goes to fit --time-budget {cfg.train.time_budget}"
     robust = job.loaders.robust
     return (
         f"Run folder {job.run.root}\n{cfg.model.model} ({params:,} parameters, conv "
         f"{cfg.model.conv}) on {device}{processes}: {len(job.train_set)} train / "
-        f"{len(job.val_set)} val images, {len(job.classes)} classes, epochs "
-        f"{state.epoch + 1}-{state.epochs}{part_way if state.position else ''}, "
+        f"{len(job.val_set)} val images, {len(job.classes)} classes, {epochs}"
+        f"{part_way if state.position else ''}, "
         f"{cfg.optim.optimizer} lr {cfg.optim.lr:g}"
         + _adversarial_line(cfg, len(robust.dataset) if robust else 0)
     )
 
 
-def finish(job: Prepared, state: FitState, device: torch.device, dist: runtime.Distributed) -> None:
+def finish(
+    job: Prepared,
+    state: FitState,
+    device: torch.device,
+    dist: runtime.Distributed,
+    budget: TimeBudget | None = None,
+) -> None:
     """On the main process: summary.json, the final model's per-class evaluation, the closing
     lines and the report."""
     run, cfg = job.run, job.cfg
     summary = _summary(cfg, state, count_parameters(job.model), device) | {"processes": dist.world}
+    if budget is not None:  # config.yaml records the epochs the budget ended with
+        cfg = replace(cfg, train=replace(cfg.train, epochs=state.epoch))
+        run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        summary |= {
+            "time_budget_seconds": budget.seconds,
+            "seconds_at_summary": budget.elapsed(),
+            "final_lr": state.totals["final_lr"],
+        }
     epoch_val = job.loaders.val_subset or job.loaders.val
     summary["val_images_per_epoch"] = len(epoch_val.dataset)  # all but the last epoch
     summary["final_val_images"] = state.totals.get("final_val_images", len(job.val_set))
@@ -86,6 +105,12 @@ def finish(job: Prepared, state: FitState, device: torch.device, dist: runtime.D
         f"{summary['train_seconds']:.0f}s  {summary['images_per_second']:.0f} img/s  "
         f"peak {summary['peak_memory_mb']:.0f} MB"
     )
+    if budget is not None:
+        print(
+            f"time budget {cfg.train.time_budget}: training stopped at step {state.step}, "
+            f"{budget.elapsed():.0f} s of {budget.seconds:.0f} s spent before the report; "
+            f"final lr {summary['final_lr']:.3g}"
+        )
     print_where(run)
     refresh_report(run)
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from dataclasses import replace
@@ -19,9 +18,11 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .. import runtime
+from ..budget import TimeBudget
 from ..checkpoint import FitState, Interrupted, load_checkpoint, load_model_state
 from ..config import SECTIONS, RunConfig
 from ..data import Loaders, build_datasets, build_loader, fixed_subset
+from ..fields import parse_duration
 from ..models import (
     build_model,
     load_pretrained,
@@ -32,7 +33,7 @@ from ..models import (
 from ..optim import build_optimizer, build_scheduler
 from ..tracking import Console, NullTracker, RunDir, Tracker
 from ..train import epoch_steps, fit
-from .control import BudgetResize, StopRequest, fit_budget
+from .control import StopRequest
 from .evaluate import add_eval_parser
 from .flags import add_config_flags, given, load_yaml
 from .results import refresh_report
@@ -66,23 +67,30 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunC
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Alone, or as one of torchrun's processes: only rank 0 prints and writes the run folder."""
-    started = time.perf_counter()  # a --time-budget counts from here
+    started = args.started  # the process's start: a --time-budget counts from there
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
     with _process(cfg) as (dist, device):
-        job = _prepare(cfg, args.resume, dist, device, started)
+        job = _prepare(cfg, args.resume, dist, device)
         cfg, run, model = job.cfg, job.run, job.model
         optimizer = build_optimizer(model, cfg.optim)
-        steps_per_epoch = epoch_steps(job.loaders.train, cfg.train.accum_steps)
-        scheduler = build_scheduler(
-            optimizer, cfg.optim, steps_per_epoch=steps_per_epoch, epochs=cfg.train.epochs
+        state = (
+            FitState.from_checkpoint(checkpoint)
+            if checkpoint
+            else FitState(epochs=cfg.train.epochs)
         )
-        state = FitState(epochs=cfg.train.epochs)
+        budget = _time_budget(job, state, started, resumed=checkpoint is not None)
+        scheduler = build_scheduler(
+            optimizer,
+            cfg.optim,
+            steps_per_epoch=epoch_steps(job.loaders.train, cfg.train.accum_steps),
+            epochs=cfg.train.epochs,
+            progress=budget.progress if budget else None,
+        )
         if checkpoint is not None:
             load_model_state(model, checkpoint, cfg.model.model, args.resume)
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            state = FitState.from_checkpoint(checkpoint)
         if dist.main:
             run.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         print(run_line(job, state, dist, device), flush=True)
@@ -92,9 +100,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             ids = [device.index] if device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         stop = StopRequest(say=dist.main)
-        resize = None
-        if checkpoint is None and cfg.train.time_budget:
-            resize = BudgetResize(cfg, run, started, main=dist.main)
         console = Console(sys.stdout if dist.main else None, log_every=cfg.train.log_every)
         tracker = Tracker(run, keep_epochs=state.epoch, console=console) if dist.main else None
         tracker = tracker or NullTracker()  # ranks > 0 write nothing
@@ -112,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     state=state,
                     tracker=tracker,
                     stop=stop,
-                    resize=resize,
+                    budget=budget,
                 )
         except Interrupted as e:
             if dist.main:
@@ -120,8 +125,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                 refresh_report(run)
             return 128 + (stop.signum or signal.SIGTERM)
         if dist.main:
-            finish(job, state, device, dist)
+            finish(job, state, device, dist, budget)
         return 0
+
+
+def _time_budget(job: Prepared, state: FitState, started: float, *, resumed: bool):
+    """--time-budget's planner (None without one, or for a checkpoint saved without its plan):
+    new, or continuing the checkpoint's with the time it had spent."""
+    cfg = job.cfg
+    if not cfg.train.time_budget or (resumed and not state.budget):
+        return None
+    passes = (2 if cfg.train.tta else 1) * (2 if cfg.train.ema_decay else 1)
+    budget = TimeBudget(
+        parse_duration(cfg.train.time_budget),
+        started=started,
+        steps_per_epoch=epoch_steps(job.loaders.train, cfg.train.accum_steps),
+        epoch_images=len((job.loaders.val_subset or job.loaders.val).dataset),
+        final_images=len(job.val_set),
+        batch_size=cfg.data.batch_size,
+        val_passes=passes,
+    )
+    if state.budget:
+        budget.load_state_dict(state.budget)
+    return budget
 
 
 @contextmanager
@@ -141,7 +167,6 @@ def _prepare(
     resume: str | None,
     dist: runtime.Distributed,
     device: torch.device,
-    started: float,
 ) -> Prepared:
     """The run folder (new, or that of the checkpoint to `resume`), datasets, model and
     loaders. A run folder made here is removed again if any of this fails."""
@@ -182,10 +207,6 @@ def _prepare(
         if cfg.adv.eval_limit:
             subset = Subset(val_set, range(min(cfg.adv.eval_limit, len(val_set))))
             robust_loader = build_loader(subset, cfg.data, train=False, device=device, **shard)
-        if resume is None and cfg.train.time_budget:
-            robust_images = len(robust_loader.dataset) if robust_loader else 0
-            epoch_val = val_subset.dataset if val_subset else val_set  # validated per epoch
-            cfg = fit_budget(cfg, model, train_set, epoch_val, device, robust_images, started)
     loaders = Loaders(train_loader, val_loader, val_subset, robust_loader)
     return Prepared(run, cfg, train_set, val_set, classes, model, loaders)
 
