@@ -96,3 +96,23 @@ def robust_accuracy(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.train.seed)
         return evaluate_attack(model, loader, perturb, device=device)
+
+
+def validate(model, ema, loader, cfg: RunConfig, precision: Precision, num_classes: int):
+    """Validation of the model (with the confusion matrix) and of its weight average."""
+    device, tta = precision.device, cfg.train.tta
+    val = evaluate(
+        model, loader, device=device, tta=tta, num_classes=num_classes, precision=precision
+    )
+    if ema is not None:
+        averaged = evaluate(ema.module, loader, device=device, tta=tta, precision=precision)
+        val |= {f"ema_{k}": v for k, v in averaged.items()}
+    return val
+
+
+def robust_row(model, loader, cfg: RunConfig, device: torch.device) -> dict[str, float]:
+    """Robust accuracy as the epoch's row records it: `val_robust_acc1` and `val_robust_drop`
+    (percent of the clean top-1 lost)."""
+    robust = robust_accuracy(model, loader, cfg, device=device)
+    drop = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
+    return {"val_robust_acc1": robust.adv_acc1, "val_robust_drop": drop}

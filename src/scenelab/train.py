@@ -23,7 +23,7 @@ from .checkpoint import Checkpointer, FitState
 from .config import RunConfig
 from .data import Loaders
 from .data.sampling import ResumableSampler
-from .evaluation import PERCENT, batch_stats, evaluate, robust_accuracy
+from .evaluation import PERCENT, batch_stats, robust_row, validate
 from .metrics import RunningSums
 from .optim import weight_average
 from .runtime import (
@@ -215,21 +215,20 @@ def fit(
             )
         state.step, state.position, state.partial, state.rng = log.step, 0, None, None
         # The images of the batches trained (fewer when a spent budget ended the epoch).
-        images = world_size() * min(
-            len(loaders.train.sampler), log.batches * loaders.train.batch_size
-        )
+        batch, done = loaders.train.batch_size, len(loaders.train.sampler)
+        images = world_size() * min(done, log.batches * batch)
         if budget is not None:
             state.epochs = budget.epoch_end(epoch, state.step)
         val_loader = loaders.val_after(epoch, state.epochs)
         with Timer(device) as val_timer:
-            val = _validate(model_without_ddp, ema, val_loader, cfg, precision, len(classes))
+            val = validate(model_without_ddp, ema, val_loader, cfg, precision, len(classes))
         state.confusion = val.pop("confusion")
         lr = optimizer.param_groups[0]["lr"]
         row = epoch_row(epoch, train, val, timer.seconds, images, lr, _peak_memory_mb(device))
         row["val_images"] = len(val_loader.dataset)
         with Timer(device) as robust_timer:
             if loaders.robust is not None:
-                row |= _robust_row(model_without_ddp, loaders.robust, cfg, device)
+                row |= robust_row(model_without_ddp, loaders.robust, cfg, device)
         if budget is not None:
             budget.validated(val_timer.seconds, row["val_images"], robust_timer.seconds)
         improved = state.record(row)
@@ -287,24 +286,6 @@ def _non_finite_loss_stops(epoch: int, run: RunDir) -> Iterator[None]:
             f"{e} in epoch {epoch}; the model was not updated with it, and the last good "
             f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
         ) from None
-
-
-def _validate(model, ema, loader, cfg: RunConfig, precision: Precision, num_classes: int):
-    """Validation of the model (with the confusion matrix) and of its weight average."""
-    device, tta = precision.device, cfg.train.tta
-    val = evaluate(
-        model, loader, device=device, tta=tta, num_classes=num_classes, precision=precision
-    )
-    if ema is not None:
-        averaged = evaluate(ema.module, loader, device=device, tta=tta, precision=precision)
-        val |= {f"ema_{k}": v for k, v in averaged.items()}
-    return val
-
-
-def _robust_row(model, loader, cfg: RunConfig, device: torch.device) -> dict[str, float]:
-    robust = robust_accuracy(model, loader, cfg, device=device)
-    drop = 100 * (1 - robust.adv_acc1 / max(robust.clean_acc1, 1e-9))
-    return {"val_robust_acc1": robust.adv_acc1, "val_robust_drop": drop}
 
 
 def _peak_memory_mb(device: torch.device) -> float:
