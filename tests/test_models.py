@@ -8,6 +8,7 @@ from scenelab.models import (
     MODELS,
     ModelSpec,
     Normalize,
+    ResNetCPU,
     SimpleNet,
     VisionTransformer,
     build_model,
@@ -19,7 +20,7 @@ from scenelab.models import (
 )
 from scenelab.optim import param_groups
 
-CNNS = ["simplenet", "resnet_bn"]  # the models built with conv_layer=
+CNNS = ["simplenet", "resnet_bn", "resnet_cpu"]  # the models built with conv_layer=
 
 
 def test_course_parameter_counts():
@@ -83,6 +84,44 @@ def test_resnet_bn_has_batchnorm_after_every_conv_and_configurable_stages():
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
     with pytest.raises(ValueError, match="one width and one block count per stage"):
         build_model(ModelConfig(model="resnet_bn", stage_widths=(32, 64), stage_blocks=(2,)), 4)
+
+
+def test_resnet_cpu_default_size_and_where_it_downsamples():
+    model = build_model(ModelConfig(model="resnet_cpu"), 100)
+    assert count_parameters(model) == 1_268_356
+    features = model.stages(model.stem(model.normalize(torch.rand(2, 3, 64, 64))))
+    assert features.shape == (2, 256, 4, 4)  # stem /4, then two stages that halve
+    assert model.stem(torch.rand(2, 3, 64, 64)).shape == (2, 64, 16, 16)
+    assert ResNetCPU(3, stem_stride=2).stem(torch.rand(2, 3, 64, 64)).shape == (2, 64, 32, 32)
+
+
+def test_resnet_cpu_builds_basic_or_bottleneck_blocks_from_expansion():
+    def convs(expansion: int) -> list[nn.Conv2d]:
+        arch = {"stage_widths": (32, 64), "stage_blocks": (2, 1), "expansion": expansion}
+        model = build_model(ModelConfig(model="resnet_cpu", **arch), 4)
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
+        return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    # stem 2, three blocks of 2 (basic) or 3 (bottleneck) convs, one 1x1 shortcut where 32 -> 64
+    assert [m.kernel_size for m in convs(1)].count((3, 3)) == 2 + 3 * 2
+    assert len(convs(1)) == 2 + 3 * 2 + 1
+    assert len(convs(2)) == 2 + 3 * 3 + 1
+    with pytest.raises(ValueError, match="expansion must be 1"):
+        build_model(ModelConfig(model="resnet_cpu", expansion=0), 4)
+
+
+def test_resnet_cpu_final_width_adds_a_last_1x1_conv():
+    model = build_model(ModelConfig(model="resnet_cpu", final_width=128), 4)
+    assert model.head.in_features == 128 and model(torch.rand(2, 3, 64, 64)).shape == (2, 4)
+    assert isinstance(build_model(ModelConfig(model="resnet_cpu"), 4).final, nn.Identity)
+
+
+def test_resnet_cpu_is_listed_by_scenelab_models(capsys):
+    from scenelab.cli import main
+
+    assert main(["models", "--image-size", "64"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("resnet_cpu"))
+    assert "1,268,356" in line and MODELS["resnet_cpu"].description in line
 
 
 def test_normalize_is_the_first_layer_with_persistent_statistics():

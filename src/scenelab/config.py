@@ -95,13 +95,13 @@ class ModelConfig:
     pos_embed: bool | None = option(None, "ViTs: learned absolute position embedding", arch=True)
     # Bottleneck ResNet
     stage_widths: tuple[int, ...] | None = option(
-        None, "resnet_bn: output channels per stage", arch=True
+        None, "resnet_bn, resnet_cpu: output channels per stage", arch=True
     )
     stage_blocks: tuple[int, ...] | None = option(
-        None, "resnet_bn: bottleneck blocks per stage", arch=True
+        None, "resnet_bn, resnet_cpu: residual blocks per stage", arch=True
     )
-    final_width: int | None = option(None, "resnet_bn: channels of the last block", arch=True)
-    expansion: int | None = option(None, "resnet_bn: block width / bottleneck width", arch=True)
+    final_width: int | None = option(None, "resnets: width of the last block (0: none)", arch=True)
+    expansion: int | None = option(None, "resnets: width / bottleneck width (1: basic)", arch=True)
 
 
 @dataclass(frozen=True, kw_only=True)

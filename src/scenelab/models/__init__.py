@@ -29,6 +29,7 @@ from .pretrained import (
     read_state_dict,
 )
 from .resnet import BottleneckResNet
+from .resnet_cpu import ResNetCPU
 from .simplenet import SimpleNet
 from .vit import Attention, VisionTransformer
 
@@ -86,6 +87,10 @@ MODELS: dict[str, ModelSpec] = {
         "multi-scale ViT: branches with patch sizes 4, 8 and 16, one head",
         optim=_VIT_RECIPE,
     ),
+    "resnet_cpu": ModelSpec(
+        ResNetCPU,
+        "residual CNN with BatchNorm for 64 px on a CPU: two 3x3/2 stem convs, stages at 16-8-4 px",
+    ),
     "resnet18": _torchvision_spec(
         "resnet18", "torchvision ResNet-18 with a new head; --pretrained for ImageNet weights"
     ),
@@ -109,6 +114,7 @@ __all__ = [
     "MultiScaleViT",
     "Normalize",
     "Pretrained",
+    "ResNetCPU",
     "SimpleNet",
     "TorchvisionClassifier",
     "VisionTransformer",

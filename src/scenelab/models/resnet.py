@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from .layers import Normalize
 
 
-def _conv_bn(
+def conv_bn(
     conv_layer: type[nn.Conv2d], cin: int, cout: int, k: int, stride: int = 1
 ) -> list[nn.Module]:
+    """A k x k conv (same padding, no bias) and its BatchNorm."""
     return [
         conv_layer(cin, cout, k, stride=stride, padding=k // 2, bias=False),
         nn.BatchNorm2d(cout),
@@ -40,16 +41,16 @@ class Bottleneck(nn.Module):
         super().__init__()
         mid = out_channels // expansion
         self.residual = nn.Sequential(
-            *_conv_bn(conv_layer, in_channels, mid, 1),
+            *conv_bn(conv_layer, in_channels, mid, 1),
             nn.ReLU(inplace=True),
-            *_conv_bn(conv_layer, mid, mid, 3),
+            *conv_bn(conv_layer, mid, mid, 3),
             nn.ReLU(inplace=True),
-            *_conv_bn(conv_layer, mid, out_channels, 1),
+            *conv_bn(conv_layer, mid, out_channels, 1),
         )
         self.shortcut = (
             nn.Identity()
             if in_channels == out_channels
-            else nn.Sequential(*_conv_bn(conv_layer, in_channels, out_channels, 1))
+            else nn.Sequential(*conv_bn(conv_layer, in_channels, out_channels, 1))
         )
         self.relu = nn.ReLU(inplace=True)
 
@@ -78,7 +79,7 @@ class BottleneckResNet(nn.Module):
             )
         self.normalize = Normalize()
         self.stem = nn.Sequential(
-            *_conv_bn(conv_layer, 3, 64, 7, stride=2),  # (B, 64, H/2, W/2)
+            *conv_bn(conv_layer, 3, 64, 7, stride=2),  # (B, 64, H/2, W/2)
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),  # (B, 64, H/4, W/4)
         )
