@@ -26,40 +26,41 @@ class Clock:
         return self.now
 
 
-def simulate(step_seconds, *, budget: float = BUDGET, val_per_image: float = 0.002):
+def simulate(step_seconds, *, budget=BUDGET, val_per_image=0.002, steps_per_epoch=STEPS_PER_EPOCH):
     """A run as `fit` drives it (plan, train, validate; a subset of 1,000 images after each
     epoch, all 10,000 after the last), on a clock that moves `step_seconds(now, epoch)` per
-    step. Returns (end time, progress of every step, epochs, steps)."""
+    step (half that for an epoch's last step, a smaller batch). Returns (end time, progress of
+    every step, the epochs planned after each epoch, steps)."""
     clock = Clock()
     clock.now = 20.0  # start-up and data preparation
     budget_ = TimeBudget(
         budget,
         started=0.0,
-        steps_per_epoch=STEPS_PER_EPOCH,
+        steps_per_epoch=steps_per_epoch,
         epoch_images=1000,
         final_images=10_000,
         batch_size=128,
         clock=clock,
     )
     budget_.start(0)
-    log, progress, epoch, epochs = EpochLog(), [], 0, None
-    while epochs is None or epoch < epochs:
+    log, progress, epoch, planned = EpochLog(), [], 0, []
+    while not planned or epoch < planned[-1]:
         epoch += 1
         clock.now += 2.0  # the loader's workers start
-        for _ in range(STEPS_PER_EPOCH):
-            clock.now += step_seconds(clock.now, epoch)
+        for i in range(steps_per_epoch):
+            clock.now += step_seconds(clock.now, epoch) / (2 if i == steps_per_epoch - 1 else 1)
             log.step += 1
             stop = budget_.on_step(log)
             progress.append(budget_.progress(log.step))
             if stop:
                 break
-        epochs = budget_.epoch_end(epoch, log.step)
-        images = 10_000 if epoch == epochs else 1000
+        planned.append(budget_.epoch_end(epoch, log.step))
+        images = 10_000 if epoch == planned[-1] else 1000
         seconds = 1.0 + val_per_image * images  # the workers' start, then per image
         clock.now += seconds
         budget_.validated(seconds, images)
     clock.now += 2.0  # the report (FINISH_SECONDS reserves more)
-    return clock.now, progress, epochs, log.step
+    return clock.now, progress, planned, log.step
 
 
 def steady(now, epoch):
@@ -87,12 +88,20 @@ def load_comes_and_goes(now, epoch):
     [steady, slow_first_epoch, slows_by_half_mid_run, speeds_up_mid_run, load_comes_and_goes],
 )
 def test_the_run_ends_within_the_budget_with_the_schedule_annealed(speed):
-    end, progress, epochs, steps = simulate(speed)
+    end, progress, planned, steps = simulate(speed)
+    epochs = planned[-1]
     assert 0.95 * BUDGET <= end <= BUDGET
     assert progress[-1] == 1.0 and annealed(progress[-1]) == pytest.approx(0.0)
     assert progress == sorted(progress)  # it never goes back: the learning rate only falls
     assert max(b - a for a, b in itertools.pairwise(progress)) < 0.02  # and without jumps
     assert epochs == -(-steps // STEPS_PER_EPOCH)  # the last epoch is the one it stopped in
+
+
+@pytest.mark.parametrize("steps_per_epoch", [100, 73])
+def test_at_a_steady_speed_the_plan_does_not_jump_after_the_first_epoch(steps_per_epoch):
+    # 73: an epoch ends a step after a plan, its last step a smaller batch (half the time)
+    planned = simulate(steady, steps_per_epoch=steps_per_epoch)[2]
+    assert max(abs(b - a) for a, b in itertools.pairwise(planned[1:])) <= 1, planned
 
 
 def test_the_steps_follow_the_machine_speed():
@@ -103,8 +112,8 @@ def test_the_steps_follow_the_machine_speed():
 
 
 def test_a_budget_too_short_for_a_validation_still_stops_in_time():
-    end, progress, epochs, steps = simulate(steady, budget=60.0, val_per_image=0.001)
-    assert end <= 60.0 and progress[-1] == 1.0 and epochs == 1
+    end, progress, planned, steps = simulate(steady, budget=60.0, val_per_image=0.001)
+    assert end <= 60.0 and progress[-1] == 1.0 and planned == [1]
 
 
 def test_a_resumed_budget_counts_the_time_spent_before():

@@ -92,6 +92,7 @@ class TimeBudget:
         self._validating = 0.0  # seconds of validation so far (this process)
         self._mark: tuple[int, float, float] | None = None  # step, clock, validating
         self._first = False  # the next step is the first of this process
+        self._min_steps = 0  # the fewest steps a measurement of the step time spans
 
     # --- what fit calls -----------------------------------------------------------------
     def progress(self, step: int) -> float:
@@ -142,10 +143,15 @@ class TimeBudget:
         self.plan = broadcast_object(plan)  # under torchrun: rank 0's, everywhere
 
     def _measure(self, step: int) -> None:
-        """Seconds per step over the steps since the last plan, its validations left out."""
+        """Seconds per step over the steps since the last measurement, validations left out.
+        A plan at an epoch's end may come a step or two after the last one: such a short
+        stretch (an epoch's last, smaller batch) would misjudge the speed, so it waits to be
+        measured with the steps after it."""
         now = self.clock()
         if self._mark is not None:
             marked, then, validating = self._mark
+            if step - marked < max(self._min_steps, 1) and self.step_seconds is not None:
+                return
             train = max(now - then - (self._validating - validating), 0.0)
             if step > marked:
                 self.train_seconds += train
@@ -165,6 +171,7 @@ class TimeBudget:
         spent = self.train_seconds / max(self.train_seconds + steps * step_s, 1e-9)
         progress = 1.0 if end <= step else max(self.progress(step), min(spent, 1.0))
         every = max(1, round(PLAN_EVERY * self.seconds / step_s))
+        self._min_steps = every // 2
         return Plan(step, progress, end, step + every)
 
     def _steps_that_fit(self, step: int, left: float, step_s: float, per_epoch: float) -> float:
