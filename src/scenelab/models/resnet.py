@@ -23,7 +23,23 @@ def conv_bn(
     ]
 
 
-class Bottleneck(nn.Module):
+def check_stages(stage_widths: tuple[int, ...], stage_blocks: tuple[int, ...]) -> None:
+    """One width and one block count per stage, at least one stage."""
+    if len(stage_widths) != len(stage_blocks) or not stage_widths:
+        raise ValueError(
+            f"stage_widths {stage_widths} and stage_blocks {stage_blocks} must be non-empty "
+            "and of the same length (one width and one block count per stage)"
+        )
+
+
+class ResidualBlock(nn.Module):
+    """relu(residual(x) + shortcut(x)); subclasses build `residual`, `shortcut` and `relu`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.residual(x) + self.shortcut(x))
+
+
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (BN after each), plus the input; ReLU after the sum.
 
     The middle width is `out_channels // expansion`; the shortcut is the identity when the
@@ -54,9 +70,6 @@ class Bottleneck(nn.Module):
         )
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
-
 
 class BottleneckResNet(nn.Module):
     """Input (B, 3, H, W) in [0, 1] -> logits; spatial size H/8 x W/8 before pooling."""
@@ -72,11 +85,7 @@ class BottleneckResNet(nn.Module):
         conv_layer: type[nn.Conv2d] = nn.Conv2d,
     ) -> None:
         super().__init__()
-        if len(stage_widths) != len(stage_blocks) or not stage_widths:
-            raise ValueError(
-                f"stage_widths {stage_widths} and stage_blocks {stage_blocks} must be non-empty "
-                "and of the same length (one width and one block count per stage)"
-            )
+        check_stages(stage_widths, stage_blocks)
         self.normalize = Normalize()
         self.stem = nn.Sequential(
             *conv_bn(conv_layer, 3, 64, 7, stride=2),  # (B, 64, H/2, W/2)

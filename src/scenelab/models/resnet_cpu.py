@@ -28,7 +28,7 @@ UnfoldConv2d without changing parameters or state-dict keys.
 from torch import Tensor, nn
 
 from .layers import Normalize
-from .resnet import conv_bn
+from .resnet import ResidualBlock, check_stages, conv_bn
 
 
 def _residual_branch(
@@ -51,8 +51,8 @@ def _residual_branch(
     )
 
 
-class Block(nn.Module):
-    """relu(residual(x) + shortcut(x)); (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
+class Block(ResidualBlock):
+    """Basic or bottleneck residual block; (B, cin, H, W) -> (B, cout, H/stride, W/stride)."""
 
     def __init__(
         self,
@@ -72,9 +72,6 @@ class Block(nn.Module):
             self.shortcut = nn.Sequential(pool, *conv_bn(conv_layer, in_channels, out_channels, 1))
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.residual(x) + self.shortcut(x))
-
 
 class ResNetCPU(nn.Module):
     """Input (B, 3, H, W) in [0, 1] -> logits; H / (stem_stride * 2^(stages - 1)) before pooling."""
@@ -91,11 +88,7 @@ class ResNetCPU(nn.Module):
         conv_layer: type[nn.Conv2d] = nn.Conv2d,
     ) -> None:
         super().__init__()
-        if len(stage_widths) != len(stage_blocks) or not stage_widths:
-            raise ValueError(
-                f"stage_widths {stage_widths} and stage_blocks {stage_blocks} must be non-empty "
-                "and of the same length (one width and one block count per stage)"
-            )
+        check_stages(stage_widths, stage_blocks)
         if expansion < 1:
             raise ValueError(f"expansion must be 1 (basic blocks) or more, not {expansion}")
         self.normalize = Normalize()
