@@ -108,7 +108,8 @@ def finish(
     if budget is not None:
         print(
             f"time budget {cfg.train.time_budget}: training stopped at step {state.step}, "
-            f"{budget.elapsed():.0f} s of {budget.seconds:.0f} s spent before the report; "
+            f"{summary['seconds_at_summary']:.0f} s of {budget.seconds:.0f} s spent before the "
+            "report; "
             f"final lr {summary['final_lr']:.3g}"
         )
     print_where(run)

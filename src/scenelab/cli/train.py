@@ -79,11 +79,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if checkpoint
             else FitState(epochs=cfg.train.epochs)
         )
-        budget = _time_budget(job, state, started, resumed=checkpoint is not None)
+        steps_per_epoch = epoch_steps(job.loaders.train, cfg.train.accum_steps)
+        budget = _time_budget(job, state, started, steps_per_epoch, resumed=checkpoint is not None)
         scheduler = build_scheduler(
             optimizer,
             cfg.optim,
-            steps_per_epoch=epoch_steps(job.loaders.train, cfg.train.accum_steps),
+            steps_per_epoch=steps_per_epoch,
             epochs=cfg.train.epochs,
             progress=budget.progress if budget else None,
         )
@@ -129,7 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
 
 
-def _time_budget(job: Prepared, state: FitState, started: float, *, resumed: bool):
+def _time_budget(
+    job: Prepared, state: FitState, started: float, steps_per_epoch: int, *, resumed: bool
+):
     """--time-budget's planner (None without one, or for a checkpoint saved without its plan):
     new, or continuing the checkpoint's with the time it had spent."""
     cfg = job.cfg
@@ -139,7 +142,7 @@ def _time_budget(job: Prepared, state: FitState, started: float, *, resumed: boo
     budget = TimeBudget(
         parse_duration(cfg.train.time_budget),
         started=started,
-        steps_per_epoch=epoch_steps(job.loaders.train, cfg.train.accum_steps),
+        steps_per_epoch=steps_per_epoch,
         epoch_images=len((job.loaders.val_subset or job.loaders.val).dataset),
         final_images=len(job.val_set),
         batch_size=cfg.data.batch_size,
