@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -92,7 +93,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     part = _train(tmp_path / "part", "--stop-after", "1")
     assert [r["epoch"] for r in read_rows(part / "metrics.jsonl")] == [1]
     last = part / "checkpoints" / "last.pt"
+    first_wall = load_checkpoint(last)["totals"]["wall_seconds"]
+    started = time.perf_counter()
     assert main(["train", "--resume", str(last), "--workers", "0"]) == 0
+    second_call = time.perf_counter() - started
+    # The wall time goes on from the first process's, and counts the second's (not the pause)
+    summary = json.loads((part / "summary.json").read_text())
+    assert first_wall < summary["wall_seconds"] <= first_wall + second_call
+    assert summary["wall_seconds"] > summary["train_seconds"]  # validation counts too
     expected, resumed = read_rows(full / "metrics.jsonl"), read_rows(part / "metrics.jsonl")
     assert [r["epoch"] for r in resumed] == [1, 2]
     for key in ("train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5", "lr"):

@@ -88,11 +88,17 @@ def test_resnet_bn_has_batchnorm_after_every_conv_and_configurable_stages():
 
 def test_resnet_cpu_default_size_and_where_it_downsamples():
     model = build_model(ModelConfig(model="resnet_cpu"), 100)
-    assert count_parameters(model) == 1_268_356
+    assert count_parameters(model) == 1_233_540
     features = model.stages(model.stem(model.normalize(torch.rand(2, 3, 64, 64))))
-    assert features.shape == (2, 256, 4, 4)  # stem /4, then two stages that halve
-    assert model.stem(torch.rand(2, 3, 64, 64)).shape == (2, 64, 16, 16)
-    assert ResNetCPU(3, stem_stride=2).stem(torch.rand(2, 3, 64, 64)).shape == (2, 64, 32, 32)
+    assert features.shape == (2, 256, 4, 4)  # stem /2, then three stages that halve
+    assert model.stem(torch.rand(2, 3, 64, 64)).shape == (2, 32, 32, 32)
+    assert [
+        block(torch.rand(2, block.residual[0].in_channels, 32, 32)).shape[-1]
+        for block in model.stages
+    ] == [16, 16, 16]  # each stage halves its input
+    assert ResNetCPU(3, stem_stride=1).stem(torch.rand(2, 3, 64, 64)).shape == (2, 32, 64, 64)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        ResNetCPU(3, stem_stride=4)
 
 
 def test_resnet_cpu_builds_basic_or_bottleneck_blocks_from_expansion():
@@ -102,10 +108,11 @@ def test_resnet_cpu_builds_basic_or_bottleneck_blocks_from_expansion():
         assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
         return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
-    # stem 2, three blocks of 2 (basic) or 3 (bottleneck) convs, one 1x1 shortcut where 32 -> 64
-    assert [m.kernel_size for m in convs(1)].count((3, 3)) == 2 + 3 * 2
-    assert len(convs(1)) == 2 + 3 * 2 + 1
-    assert len(convs(2)) == 2 + 3 * 3 + 1
+    # stem 1, three blocks of 2 (basic) or 3 (bottleneck) convs, a 1x1 shortcut in each stage's
+    # first block (16 -> 32 channels and /2; 32 -> 64 and /2)
+    assert [m.kernel_size for m in convs(1)].count((3, 3)) == 1 + 3 * 2
+    assert len(convs(1)) == 1 + 3 * 2 + 2
+    assert len(convs(2)) == 1 + 3 * 3 + 2
     with pytest.raises(ValueError, match="expansion must be 1"):
         build_model(ModelConfig(model="resnet_cpu", expansion=0), 4)
 
@@ -121,7 +128,7 @@ def test_resnet_cpu_is_listed_by_scenelab_models(capsys):
 
     assert main(["models", "--image-size", "64"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("resnet_cpu"))
-    assert "1,268,356" in line and MODELS["resnet_cpu"].description in line
+    assert "1,233,540" in line and MODELS["resnet_cpu"].description in line
 
 
 def test_normalize_is_the_first_layer_with_persistent_statistics():

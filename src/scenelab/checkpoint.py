@@ -188,12 +188,15 @@ class Checkpointer:
     ema: AveragedModel | None = None
     stop: Callable[[], bool] | None = None
     budget: TimeBudget | None = None
+    wall: Callable[[], float] | None = None  # the run's wall time so far, saved in totals
 
     def save(self, improved: bool = False) -> None:
         """last.pt, and best.pt too when `improved`."""
         if rank() != 0:
             return
         state = self.state
+        if self.wall is not None:
+            state.totals["wall_seconds"] = self.wall()
         state.scaler = self.precision.scaler.state_dict() or None
         state.ema = self.ema.state_dict() if self.ema is not None else None
         state.budget = self.budget.state_dict() if self.budget is not None else None

@@ -1,9 +1,12 @@
 """Results across runs: the course's table (Markdown, CSV, HTML) and overlaid validation curves.
 
-Each run folder is read from its `summary.json`, `metrics.csv` and `config.yaml`. With
-`at_epoch`, every run is read at that epoch (accuracies of that epoch, minimum loss, time per
-epoch and peak memory over the epochs up to it), as the course compared the hand-written
-convolution at epoch 10 of a 60-epoch schedule.
+Each run folder is read from its `summary.json`, `metrics.csv` and `config.yaml`. The wall
+time is the whole run's, from the command's start to its summary (start-up, decoding,
+training and validation; `summary.json`'s `wall_seconds`), in m:ss; images/s are training
+images per second of training time. With `at_epoch`, every run is read at that epoch
+(accuracies of that epoch, minimum loss, time per epoch, images/s and peak memory over the
+epochs up to it; the wall time only for a run that ended there), as the course compared the
+hand-written convolution at epoch 10 of a 60-epoch schedule.
 """
 
 import csv
@@ -30,7 +33,9 @@ COLUMNS = {  # key: header
     "val_acc5": "val top-5",
     "min_val_loss": "min val loss",
     "robust_acc1": "robust top-1",
+    "wall_seconds": "wall time",
     "seconds_per_epoch": "s / epoch",
+    "images_per_second": "images/s",
     "peak_memory_mb": "peak MB",
     "params": "params",
 }
@@ -65,6 +70,9 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
     summary = _read(run / "summary.json", json.loads)  # absent while a run is going on
     cfg = _read(run / "config.yaml", yaml.safe_load)
     last = rows[-1]
+    seconds = sum(r["epoch_seconds"] for r in rows)
+    # The whole run's wall time (start-up, decoding, validation): known only at its end.
+    finished = summary.get("epochs") == int(last["epoch"])
     return {
         "run": RunDir.short_name(run.name),
         "model": cfg.get("model", {}).get("model", summary.get("model", "?")),
@@ -77,7 +85,10 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
         "val_acc5": last["val_acc5"],
         "min_val_loss": min(r["val_loss"] for r in rows),
         "robust_acc1": last.get("val_robust_acc1", math.nan),
-        "seconds_per_epoch": sum(r["epoch_seconds"] for r in rows) / len(rows),
+        "wall_seconds": summary.get("wall_seconds", math.nan) if finished else math.nan,
+        "seconds_per_epoch": seconds / len(rows),
+        "images_per_second": sum(r["images_per_second"] * r["epoch_seconds"] for r in rows)
+        / max(seconds, 1e-9),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "params": summary.get("params", math.nan),
         "curve": [(int(r["epoch"]), r["val_acc1"], r["val_loss"]) for r in rows],
@@ -89,6 +100,15 @@ def _cell(key: str, value: Any) -> str:
         return "-"
     if key == "params":
         return f"{int(value):,}"
+    if key == "wall_seconds":
+        minutes, seconds = divmod(round(value), 60)
+        return (
+            f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+            if minutes >= 60
+            else f"{minutes}:{seconds:02d}"
+        )
+    if key == "images_per_second":
+        return f"{value:.0f}"
     if key in ("seconds_per_epoch", "peak_memory_mb"):
         return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
     if key == "min_val_loss":

@@ -9,6 +9,7 @@ request, and the run's progress (the planned epochs among it) lives in `FitState
 
 import math
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -154,6 +155,7 @@ def fit(
     tracker: Tracker | NullTracker | None = None,
     stop: Callable[[], bool] | None = None,
     budget: TimeBudget | None = None,
+    started: float | None = None,
 ) -> FitState:
     """Train from `state` to its planned epochs (or `cfg.train.stop_after`), evaluating each.
 
@@ -161,7 +163,9 @@ def fit(
     step checkpoints and `stop()`). With a `budget` (`--time-budget`; `scheduler` runs on its
     progress), the budget plans the epochs as it goes and ends the run at the step where its
     time is spent, part-way through an epoch if need be; it is saved with the checkpoints.
-    Returns the final state.
+    `state.totals["wall_seconds"]` is the run's wall time (saved with every checkpoint; a
+    resumed run adds its own) counted from `started` on `time.perf_counter`'s clock (default:
+    the call; the CLI passes the process's start). Returns the final state.
 
     In DDP, `model` is the DDP-wrapped model and the loaders this process's shares
     (`build_loader(rank=, world=)`); every process calls `fit`, metrics are those of all
@@ -175,6 +179,7 @@ def fit(
     if state.scaler:
         precision.scaler.load_state_dict(state.scaler)
     ema = weight_average(model_without_ddp, cfg.train.ema_decay, state.ema)
+    wall = _wall_clock(state, started)
     checkpointer = Checkpointer(
         run,
         cfg,
@@ -187,6 +192,7 @@ def fit(
         ema,
         stop,
         budget,
+        wall,
     )
     on_step: list[StepHook] = [checkpointer.on_step]
     if budget is not None:
@@ -234,7 +240,16 @@ def fit(
         improved = state.record(row)
         tracker.log_epoch(row, step=state.step, epochs=state.epochs)
         checkpointer.save(improved)
+    state.totals["wall_seconds"] = wall()
     return state
+
+
+def _wall_clock(state: FitState, started: float | None) -> Callable[[], float]:
+    """The run's wall time so far: what a resumed run had spent, and this process's since
+    `started` (None: now)."""
+    spent = state.totals.get("wall_seconds", 0.0)
+    started = time.perf_counter() if started is None else started
+    return lambda: spent + time.perf_counter() - started
 
 
 def seed_epoch(seed: int, epoch: int, generator: torch.Generator | None, rank: int = 0) -> None:

@@ -42,7 +42,7 @@ def measured_images(cfg: DataBenchConfig) -> tuple[Subset, int]:
     dataset, classes = build_dataset(_data_config(cfg, workers), "train", augment=True)
     count = min(len(dataset), (cfg.batches + 1) * cfg.batch_size)
     if cfg.cache_images:  # only the measured images
-        cache_images(dataset, resize_size(cfg.image_size), workers, limit=count)
+        cache_images(dataset, resize_size(cfg.image_size), limit=count)
     return Subset(dataset, range(count)), len(classes)
 
 

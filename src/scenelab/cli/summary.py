@@ -102,7 +102,8 @@ def finish(
     print(
         f"\nbest val top-1 {summary['best_val_acc1']:.2f}%  final top-1 "
         f"{summary['final_val_acc1']:.2f}% top-5 {summary['final_val_acc5']:.2f}%  "
-        f"{summary['train_seconds']:.0f}s  {summary['images_per_second']:.0f} img/s  "
+        f"train {summary['train_seconds']:.0f} s (run {summary['wall_seconds']:.0f} s)  "
+        f"{summary['images_per_second']:.0f} img/s  "
         f"peak {summary['peak_memory_mb']:.0f} MB"
     )
     if budget is not None:
@@ -179,6 +180,7 @@ def _summary(cfg: RunConfig, state: FitState, params: int, device) -> dict[str, 
         "min_val_loss": t["min_val_loss"],
         "min_train_loss": t["min_train_loss"],
         "train_seconds": t["train_seconds"],
+        "wall_seconds": t["wall_seconds"],
         "seconds_per_epoch": t["train_seconds"] / max(state.epoch, 1),
         "images_per_second": t["train_images"] / max(t["train_seconds"], 1e-9),
         "peak_memory_mb": t["peak_memory_mb"],

@@ -119,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     tracker=tracker,
                     stop=stop,
                     budget=budget,
+                    started=started,
                 )
         except Interrupted as e:
             if dist.main:

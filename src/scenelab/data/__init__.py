@@ -69,7 +69,7 @@ def build_dataset(
         raise DatasetError(f"unknown data source {cfg.data!r}")
     classes = list(dataset.classes)
     if cfg.cache_images:
-        cache_images(dataset, resize_size(size), cfg.workers)
+        cache_images(dataset, resize_size(size))
     if cfg.on_bad_image == "skip":
         dataset = SkipBadImages(dataset, bad_images)
     if cfg.limit and split != "train" and cfg.limit < len(dataset):

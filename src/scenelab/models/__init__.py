@@ -89,7 +89,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "resnet_cpu": ModelSpec(
         ResNetCPU,
-        "residual CNN with BatchNorm for 64 px on a CPU: two 3x3/2 stem convs, stages at 16-8-4 px",
+        "residual CNN with BatchNorm for 64 px on a CPU: a 3x3/2 stem conv, stages at 16-8-4 px",
     ),
     "resnet18": _torchvision_spec(
         "resnet18", "torchvision ResNet-18 with a new head; --pretrained for ImageNet weights"

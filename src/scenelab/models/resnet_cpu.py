@@ -3,26 +3,24 @@
 torchvision's ResNet-18 starts with a 7x7/2 conv and a 3x3/2 max pool, then halves the size
 three more times: at 64 px its stages see 16, 8, 4 and 2 pixels, and most of its 11M parameters
 and its time go to the last stages, which see almost no spatial detail (3.7 s per batch of 64 on
-this 2-core CPU). This network keeps the stem's two halvings but learns them, and stops halving
-at 4x4:
+this 2-core CPU). This network halves the size four times too, but every halving is learned and
+it stops at 4x4:
 
-- stem: two 3x3 convs with BatchNorm and ReLU; `stem_stride` 4 (the default) gives both
-  stride 2 (64 -> 32 -> 16 px), 2 keeps the first at full size (64 -> 64 -> 32 px). Measured
-  on the 64 px sample with 2 cores, stride 2 costs 4x the FLOPs and about 3.5x the time per
-  image, and one epoch of each gave the same top-1 (8.98% and 8.93%), so the first stage
-  works at 16x16;
-- stages of residual blocks (He et al. 2016, BatchNorm after every conv); every stage but the
-  first halves the size in its first block: 16, 8 and 4 px with the default three stages;
+- stem: one 3x3 conv to half the first stage's width, with BatchNorm and ReLU; `stem_stride` 2
+  (the default) halves the size (64 -> 32 px), 1 keeps it (4x the FLOPs of the first stage);
+- stages of residual blocks (He et al. 2016, BatchNorm after every conv); every stage halves the
+  size in its first block: 16, 8 and 4 px with the default three stages at 64 px;
 - blocks: `expansion` 1 gives basic blocks (two 3x3 convs), k > 1 bottleneck blocks (1x1
   reduce to width / k, 3x3, 1x1 expand); the shortcut is the identity, or a 1x1 conv with
   BatchNorm (after a 2x2 average pool where the block downsamples) when the shape changes;
 - an optional 1x1 conv to `final_width` channels (0: none), global average pooling, Linear.
 
-The defaults (widths 64-128-256, one basic block each, 1.27M parameters, 0.11 GFLOPs at
-64 px) train at about SimpleNet's images per second on this CPU. Every BatchNorm starts at
-weight 1: starting each residual branch's last one at 0 (Goyal et al. 2017) cost 2.6 points of
-top-1 in a 2-epoch run (11.8% against 14.4%). `conv_layer` swaps in the hand-written
-UnfoldConv2d without changing parameters or state-dict keys.
+The defaults (widths 64-128-256, one basic block each, 1.23M parameters, 0.09 GFLOPs at
+64 px) train at about 1.2x SimpleNet's images per second on this CPU with channels_last. Every
+BatchNorm starts at weight 1: starting each residual branch's last one at 0 (Goyal et al. 2017)
+cost 2.6 points of top-1 in a 2-epoch run of an earlier layout of this network (11.8% against
+14.4%). `conv_layer` swaps in the hand-written UnfoldConv2d without changing parameters or
+state-dict keys.
 """
 
 from torch import Tensor, nn
@@ -74,7 +72,7 @@ class Block(ResidualBlock):
 
 
 class ResNetCPU(nn.Module):
-    """Input (B, 3, H, W) in [0, 1] -> logits; H / (stem_stride * 2^(stages - 1)) before pooling."""
+    """Input (B, 3, H, W) in [0, 1] -> logits; H / (stem_stride * 2^stages) before pooling."""
 
     def __init__(
         self,
@@ -84,7 +82,7 @@ class ResNetCPU(nn.Module):
         stage_blocks: tuple[int, ...] = (1, 1, 1),
         final_width: int = 0,
         expansion: int = 1,
-        stem_stride: int = 4,
+        stem_stride: int = 2,
         conv_layer: type[nn.Conv2d] = nn.Conv2d,
     ) -> None:
         super().__init__()
@@ -92,22 +90,21 @@ class ResNetCPU(nn.Module):
         if expansion < 1:
             raise ValueError(f"expansion must be 1 (basic blocks) or more, not {expansion}")
         self.normalize = Normalize()
-        width = stage_widths[0]
-        self.stem = nn.Sequential(
-            *conv_bn(conv_layer, 3, width // 2, 3, stem_stride // 2),  # (B, w/2, 2H/s, 2W/s)
-            nn.ReLU(inplace=True),
-            *conv_bn(conv_layer, width // 2, width, 3, stride=2),  # (B, w, H/s, W/s)
-            nn.ReLU(inplace=True),
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride}")
+        stem_width = stage_widths[0] // 2
+        self.stem = nn.Sequential(  # (B, w/2, H/stem_stride, W/stem_stride)
+            *conv_bn(conv_layer, 3, stem_width, 3, stem_stride), nn.ReLU(inplace=True)
         )
-        blocks, cin = [], width
-        for i, (cout, count) in enumerate(zip(stage_widths, stage_blocks, strict=True)):
+        blocks, cin = [], stem_width
+        for cout, count in zip(stage_widths, stage_blocks, strict=True):
             for j in range(count):
-                stride = 2 if i > 0 and j == 0 else 1
+                stride = 2 if j == 0 else 1
                 blocks.append(
                     Block(cin, cout, stride=stride, expansion=expansion, conv_layer=conv_layer)
                 )
                 cin = cout
-        self.stages = nn.Sequential(*blocks)  # (B, stage_widths[-1], H/(s 2^(n-1)), W/(s 2^(n-1)))
+        self.stages = nn.Sequential(*blocks)  # (B, stage_widths[-1], H/(s 2^n), W/(s 2^n))
         self.final = (
             nn.Sequential(*conv_bn(conv_layer, cin, final_width, 1), nn.ReLU(inplace=True))
             if final_width
