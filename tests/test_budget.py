@@ -104,6 +104,15 @@ def test_at_a_steady_speed_the_plan_does_not_jump_after_the_first_epoch(steps_pe
     assert max(abs(b - a) for a, b in itertools.pairwise(planned[1:])) <= 1, planned
 
 
+def test_no_epoch_starts_for_fewer_steps_than_the_validation_before_it_costs():
+    # Budgets from 5 to 20 minutes end anywhere in an epoch; a last epoch of a step or two (as
+    # planned before) paid a 3 s subset validation (6 steps' time) for them.
+    for budget in range(300, 1200, 7):
+        end, _, planned, steps = simulate(steady, budget=float(budget))
+        last_epoch_steps = steps - (planned[-1] - 1) * STEPS_PER_EPOCH
+        assert last_epoch_steps >= 3.0 / STEP, (budget, planned[-1], last_epoch_steps)
+
+
 def test_the_steps_follow_the_machine_speed():
     runs = {f.__name__: simulate(f)[3] for f in (steady, slows_by_half_mid_run, speeds_up_mid_run)}
     # Half the run at half speed: about 3/4 of the steady run's steps, both ways round.

@@ -186,6 +186,8 @@ class TimeBudget:
         left -= first * step_s + per_epoch  # ... and its validation, to go on after it
         whole = math.floor(max(left, 0.0) / (epoch * step_s + per_epoch))
         rest = max(left - whole * (epoch * step_s + per_epoch), 0.0) / step_s
+        if rest * step_s < per_epoch:  # too few to pay for the validation that precedes them
+            rest = 0.0
         return first + whole * epoch + min(rest, epoch)
 
     # --- checkpoints ----------------------------------------------------------------------
