@@ -312,10 +312,12 @@ def test_training_switches_are_recorded_and_the_final_evaluation_is_written(
 ):
     out = tmp_path / "runs"
     flags = ["--augment", "light", "--tta", "--ema-decay", "0.9", "--accum-steps", "2"]
+    flags += ["--progressive-resize", "16"]
     assert main(["train", *TINY_TRAIN, *flags, "--out-dir", str(out)]) == 0
     (run,) = out.iterdir()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["augment"] == "light" and cfg["train"]["tta"] is True
+    assert cfg["train"]["progressive_resize"] == 16 and cfg["train"]["resize_ramp_end"] == 0.75
     assert cfg["train"]["ema_decay"] == 0.9 and cfg["train"]["accum_steps"] == 2
     assert {"val_ema_acc1", "val_ema_loss"} <= read_rows(run / "metrics.jsonl")[-1].keys()
     final = json.loads((run / "eval" / "final-val" / "metrics.json").read_text())
@@ -326,6 +328,18 @@ def test_training_switches_are_recorded_and_the_final_evaluation_is_written(
     assert len(rows) == 1 + 3  # header and the three classes
     with pytest.raises(SystemExit):  # argparse refuses it, listing the choices
         main(["train", "--augment", "strong"])
+
+
+def test_progressive_resize_is_checked_before_any_work(tmp_path, capsys):
+    out = tmp_path / "runs"
+    for flags, says in [
+        (["--image-size", "32", "--progressive-resize", "32"], "smaller than the image size 32"),
+        (["--resize-ramp-start", "0.8", "--resize-ramp-end", "0.5"], "0 <= start <= end <= 1"),
+        (["--progressive-resize", "-8"], "--progressive-resize -8: give a size in pixels"),
+    ]:
+        assert main(["train", *flags, "--out-dir", str(out)]) == 2
+        assert says in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_time_budget_plans_the_run_and_records_its_epochs(tmp_path, capsys):

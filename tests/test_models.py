@@ -101,6 +101,14 @@ def test_resnet_cpu_default_size_and_where_it_downsamples():
         ResNetCPU(3, stem_stride=4)
 
 
+@pytest.mark.parametrize("size", [40, 56, 72, 33])
+def test_resnet_cpu_takes_sizes_that_do_not_halve_evenly(size):
+    # the shortcut's average pool rounds up as the strided conv beside it does (40 -> 20 ->
+    # 10 -> 5 -> 3), so progressive resizing can train at any size
+    model = build_model(ModelConfig(model="resnet_cpu"), 5)
+    assert model(torch.rand(2, 3, size, size)).shape == (2, 5)
+
+
 def test_resnet_cpu_builds_basic_or_bottleneck_blocks_from_expansion():
     def convs(expansion: int) -> list[nn.Conv2d]:
         arch = {"stage_widths": (32, 64), "stage_blocks": (2, 1), "expansion": expansion}

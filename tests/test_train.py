@@ -14,7 +14,7 @@ from scenelab.evaluation import evaluate
 from scenelab.models import SimpleNet
 from scenelab.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from scenelab.tracking import EpochLog, RunDir
-from scenelab.train import TrainingError, fit, train_one_epoch
+from scenelab.train import TrainingError, fit, progressive_size, train_one_epoch
 
 
 def test_warmup_starts_above_zero_and_cosine_ends_at_the_floor():
@@ -85,6 +85,51 @@ def test_train_one_epoch_reports_percentages_and_counts_steps(device):
     )
     assert log.step == 7 and set(metrics) == {"loss", "acc1", "acc5"}
     assert 0 <= metrics["acc1"] <= 100 and metrics["acc5"] == 100.0  # 3 classes
+
+
+def test_progressive_size_follows_ffcvs_schedule_in_steps_of_8():
+    sizes = [progressive_size(p / 20, 40, 64, 0.25, 0.75) for p in range(21)]
+    assert sizes[:6] == [40] * 6 and sizes[15:] == [64] * 6  # until 0.25, and from 0.75
+    assert sizes == sorted(sizes) and all(size % 8 == 0 for size in sizes)
+    assert progressive_size(0.5, 32, 64, 0.25, 0.75) == 48  # half-way up the ramp
+    assert (
+        progressive_size(0.3, 32, 64, 0.5, 0.5) == 32
+        and progressive_size(0.5, 32, 64, 0.5, 0.5) == 64
+    )
+
+
+def _training_inputs(model: nn.Module) -> list[torch.Tensor]:
+    """The inputs `model` gets in training mode, from now on."""
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0]) if m.training else None)
+    return seen
+
+
+def test_progressive_resizing_trains_each_step_on_its_batch_resized(device):
+    model = SimpleNet(num_classes=3).to(device)
+    seen = _training_inputs(model)
+    loader = _loader(n=48)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    sizes = {5: 16, 6: 24, 7: 32}  # by the optimizer steps done before the batch
+    log = EpochLog(step=5)
+    train_one_epoch(
+        model, loader, opt, CrossEntropy(), device=device, log=log, input_size=sizes.get
+    )
+    assert [tuple(x.shape) for x in seen] == [(16, 3, 16, 16), (16, 3, 24, 24), (16, 3, 32, 32)]
+    first = next(iter(loader))[0].to(device)
+    expected = nn.functional.interpolate(first, size=(16, 16), mode="bilinear", antialias=True)
+    torch.testing.assert_close(seen[0], expected)
+    assert torch.equal(seen[2].cpu(), list(loader)[2][0])  # at full size: as loaded
+
+
+def test_fit_grows_the_training_size_with_the_share_of_steps_done(tmp_path):
+    cfg = RunConfig.from_dict({"image_size": 32, "progressive_resize": 16, "epochs": 2})
+    torch.manual_seed(0)
+    model = SimpleNet(num_classes=3)
+    seen = _training_inputs(model)
+    _fit(cfg, model, RunDir.create(tmp_path, "run"), epochs=2)
+    # 4 steps: progress 0, 1/4, 1/2, 3/4 of a ramp from 1/4 to 3/4; validation at 32 px
+    assert [x.shape[-1] for x in seen] == [16, 16, 24, 32]
 
 
 class _Fixed(nn.Module):

@@ -168,9 +168,32 @@ class TrainConfig:
         "measured step time as it goes (--epochs ignored), lr annealed at the end (default: off)",
     )
 
+    progressive_resize: int = option(
+        0,
+        "progressive resizing (as FFCV's): train on batches resized to this many pixels at "
+        "first, growing to --image-size between --resize-ramp-start and --resize-ramp-end; "
+        "validation always at --image-size (0: off)",
+    )
+    resize_ramp_start: float = option(
+        0.25, "progressive resizing: the share of training after which the size starts to grow"
+    )
+    resize_ramp_end: float = option(
+        0.75, "progressive resizing: the share of training by which the size is --image-size"
+    )
+
     def __post_init__(self) -> None:
         if self.time_budget:
             parse_duration(self.time_budget)  # a bad value fails before any work
+        if self.progressive_resize < 0:
+            raise ValueError(
+                f"--progressive-resize {self.progressive_resize}: give a size in pixels "
+                "smaller than --image-size, or 0 for off"
+            )
+        if not 0 <= self.resize_ramp_start <= self.resize_ramp_end <= 1:
+            raise ValueError(
+                f"--resize-ramp-start {self.resize_ramp_start} and --resize-ramp-end "
+                f"{self.resize_ramp_end} are shares of training: 0 <= start <= end <= 1"
+            )
 
 
 ADV_METHODS = ("none", "goodfellow", "madry", "fgsm-rs", "trades")
@@ -273,8 +296,14 @@ class RunConfig:
     def resolve(self) -> "RunConfig":
         """Fill in derived defaults (image size, run name, the adversarial method's attack), so
         the saved config is explicit."""
+        size = self.data.resolved_image_size
+        if self.train.progressive_resize >= size:
+            raise ValueError(
+                f"--progressive-resize {self.train.progressive_resize} must be smaller than the "
+                f"image size {size} it grows to (or 0 for off)"
+            )
         values = {
-            "image_size": self.data.resolved_image_size,
+            "image_size": size,
             "name": self.train.name or self.model.model,
             "adv_eval_limit": self.adv.eval_limit,
         }

@@ -67,6 +67,7 @@ def train_one_epoch(
     clip_grad: float = 0.0,
     log: EpochLog | None = None,
     on_step: Sequence[StepHook] = (),
+    input_size: Callable[[int], int] | None = None,
 ) -> dict[str, float]:
     """One pass over `loader`; returns the mean loss, acc1 and acc5 (percent).
 
@@ -78,6 +79,8 @@ def train_one_epoch(
     metrics, shows progress, and continues an epoch resumed part-way (give it the sums of the
     batches done and the loader of the rest); `on_step` hooks run after each optimizer step,
     and the epoch ends there when one of them returns True (a spent time budget).
+    `input_size(step)` (progressive resizing) is the shorter side, in pixels, that the batches of
+    the step after optimizer step `step` are resized to (antialiased bilinear; None: as loaded).
 
     In DDP, `model` is the DDP-wrapped model and `loader` this process's share; the metrics are
     those of all processes, and accumulated batches skip the gradient all-reduce until the
@@ -94,6 +97,8 @@ def train_one_epoch(
     with log.progress(batches):
         for i, (x, y) in enumerate(loader):
             x = x.to(device, non_blocking=True, memory_format=precision.memory_format)
+            if input_size is not None:
+                x = resize_batch(x, input_size(log.step), precision.memory_format)
             y = y.to(device, non_blocking=True)
             last = (i + 1) % accum_steps == 0 or i + 1 == batches  # of this optimizer step
             group = min(accum_steps, batches - i // accum_steps * accum_steps)  # its batches
@@ -165,7 +170,9 @@ def fit(
     time is spent, part-way through an epoch if need be; it is saved with the checkpoints.
     `state.totals["wall_seconds"]` is the run's wall time (saved with every checkpoint; a
     resumed run adds its own) counted from `started` on `time.perf_counter`'s clock (default:
-    the call; the CLI passes the process's start). Returns the final state.
+    the call; the CLI passes the process's start). With `cfg.train.progressive_resize`, the
+    training batches are resized on the schedule of `progressive_size`, on the budget's
+    progress or the share of the planned steps done. Returns the final state.
 
     In DDP, `model` is the DDP-wrapped model and the loaders this process's shares
     (`build_loader(rank=, world=)`); every process calls `fit`, metrics are those of all
@@ -200,6 +207,9 @@ def fit(
         on_step.insert(0, budget.on_step)
     if ema is not None:
         on_step.insert(0, lambda _: ema.update_parameters(model_without_ddp))
+    steps = epoch_steps(loaders.train, cfg.train.accum_steps)
+    progress = budget.progress if budget else lambda step: step / (state.epochs * steps)
+    input_size = _input_size(cfg, progress)
     while state.epoch < (min(cfg.train.stop_after, state.epochs) or state.epochs):  # 0 is off
         epoch = state.epoch + 1
         planned = budget is None or budget.plan.end is not None  # else the first plan is due
@@ -218,6 +228,7 @@ def fit(
                 clip_grad=cfg.optim.clip_grad,
                 log=log,
                 on_step=on_step,
+                input_size=input_size,
             )
         state.step, state.position, state.partial, state.rng = log.step, 0, None, None
         # The images of the batches trained (fewer when a spent budget ended the epoch).
@@ -242,6 +253,35 @@ def fit(
         checkpointer.save(improved)
     state.totals["wall_seconds"] = wall()
     return state
+
+
+def progressive_size(progress: float, low: int, high: int, start: float, end: float) -> int:
+    """Progressive resizing's image side at `progress` (0 to 1) of training: `low` until
+    `start`, growing linearly to `high` by `end`, in steps of 8 pixels (FFCV's schedule, which
+    steps by 32 at ImageNet sizes)."""
+    if progress >= end:
+        return high
+    share = max(progress - start, 0.0) / (end - start) if end > start else 0.0
+    return min(high, low + round(share * (high - low) / 8) * 8)
+
+
+def resize_batch(x: torch.Tensor, size: int, memory_format: torch.memory_format) -> torch.Tensor:
+    """`x` (B, C, H, W) with its shorter side resized to `size` (unchanged when it is already)."""
+    if min(x.shape[-2:]) == size:
+        return x
+    scale = size / min(x.shape[-2:])
+    hw = [round(side * scale) for side in x.shape[-2:]]
+    x = nn.functional.interpolate(x, hw, mode="bilinear", antialias=True, align_corners=False)
+    return x.contiguous(memory_format=memory_format)
+
+
+def _input_size(cfg: RunConfig, progress: Callable[[int], float]) -> Callable[[int], int] | None:
+    t = cfg.train
+    if not t.progressive_resize:
+        return None
+    high, low = cfg.data.resolved_image_size, t.progressive_resize
+    start, end = t.resize_ramp_start, t.resize_ramp_end
+    return lambda step: progressive_size(progress(step), low, high, start, end)
 
 
 def _wall_clock(state: FitState, started: float | None) -> Callable[[], float]:

@@ -66,7 +66,11 @@ class Block(ResidualBlock):
         if in_channels == out_channels and stride == 1:
             self.shortcut: nn.Module = nn.Identity()
         else:  # ResNet-D's shortcut: average the pixels instead of dropping three in four
-            pool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+            pool = (  # timm's avg_down: ceil_mode, so odd sizes halve as the strided conv does
+                nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)
+                if stride > 1
+                else nn.Identity()
+            )
             self.shortcut = nn.Sequential(pool, *conv_bn(conv_layer, in_channels, out_channels, 1))
         self.relu = nn.ReLU(inplace=True)
 
