@@ -1,7 +1,9 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -144,3 +146,43 @@ def test_settings_of_another_method_are_refused():
         AdvConfig(adv_train="madry", adv_fraction=1.0)
     with pytest.raises(ValueError, match="applies to --adv-train trades"):
         AdvConfig(adv_train="fgsm-rs", trades_beta=1.0)
+
+
+def test_the_reports_adversarial_training_is_the_course_loop_on_half_the_batch():
+    """adv-goodfellow's objective against the report's loop written out: normalised images,
+    half the batch replaced by 5 signed steps of 0.01 towards the least-likely class of all
+    (no labels), projected onto the 0.3 ball only (no clamp), the loss on the mixed batch."""
+    torch.manual_seed(0)
+    model = SimpleNet(num_classes=5).double()
+    x = torch.rand(8, 3, 32, 32, dtype=torch.float64)
+    y = torch.randint(0, 5, (8,))
+    norm = model.normalize
+
+    def body(t):  # SimpleNet after its normalisation layer
+        return model.head(model.pool(model.features(t)).flatten(1))
+
+    x_n = norm(x[:4])
+    with torch.no_grad():
+        target = body(x_n).argmin(1)
+    out = x_n.clone()
+    for _ in range(5):
+        out.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(body(out), target), out)
+        out = out.detach() - 0.01 * grad.sign()
+        out = torch.min(torch.max(out, x_n - 0.3), x_n + 0.3)
+    mixed = torch.cat([out * norm.std + norm.mean, x[4:]])
+    expected = F.cross_entropy(model(mixed), y)
+
+    settings = dict(adv_fraction=0.5, adv_weight=0.0, adv_target="least-likely", adv_eps=0.3)
+    cfg = AdvConfig(adv_train="goodfellow", adv_units="normalized", adv_step_size=0.01, **settings)
+    loss, logits = AdversarialObjective(cfg)(model, x, y, 1.0)
+    torch.testing.assert_close(loss, expected)
+    assert logits.shape == (8, 5)
+    # in pixels, the same settings clamp to [0, 1] and exclude the true class from the targets
+    pixels = AdversarialObjective(replace(cfg, adv_units="pixels"))(model, x, y, 1.0)[0]
+    assert not torch.allclose(pixels, expected)
+
+
+def test_normalised_units_refuse_the_methods_that_start_at_random():
+    with pytest.raises(ValueError, match="--adv-units normalized.*fgsm-rs starts at random"):
+        AdvConfig(adv_train="fgsm-rs", adv_units="normalized")

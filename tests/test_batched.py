@@ -18,6 +18,7 @@ from scenelab.data.batched import (
     Stage,
     Staged,
     affine_matrix,
+    largest_rotated_rect,
     resized_crop_box,
     warp,
 )
@@ -135,10 +136,11 @@ def test_resized_crop_boxes_follow_the_course_ranges():
     assert (h, w) == (20, 24) and left == (200 - 24) // 2
 
 
-def test_batched_and_per_image_presets_give_alike_images():
+@pytest.mark.parametrize("preset", ["course", "course-borders"])
+def test_batched_and_per_image_presets_give_alike_images(preset):
     """The same distribution: mean brightness and spread of many augmented images agree."""
     images = [_smooth_image(72, seed) for seed in range(8)]
-    stage, per_image = Stage(64, "course", 72), train_transform(64, "course")
+    stage, per_image = Stage(64, preset, 72), train_transform(64, preset)
     torch.manual_seed(0)
     random.seed(0)
     batched = warp([stage(images[i % 8]) for i in range(256)])
@@ -164,3 +166,42 @@ def test_the_loader_warps_batches_deterministically_per_epoch():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert 0 <= a.min() and a.max() <= 1
     assert not math.isclose(a.std().item(), 0.0)
+
+
+def _inside(height, width, angle, h, w) -> bool:
+    """Whether the centred h x w rectangle lies within the height x width image rotated by
+    `angle` degrees: its corners, turned back by -angle, inside the image."""
+    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    corners = [(sx * w / 2, sy * h / 2) for sx in (-1, 1) for sy in (-1, 1)]
+    return all(
+        abs(cos * x + sin * y) <= width / 2 + 1e-9 and abs(-sin * x + cos * y) <= height / 2 + 1e-9
+        for x, y in corners
+    )
+
+
+@pytest.mark.parametrize(("height", "width"), [(72, 72), (72, 96), (96, 72), (40, 200)])
+@pytest.mark.parametrize("angle", [0.0, 5.0, -15.0, 30.0, 45.0])
+def test_the_border_free_rectangle_is_inside_and_largest(height, width, angle):
+    h, w = largest_rotated_rect(height, width, angle)
+    assert _inside(height, width, angle, h, w)
+    assert not _inside(height, width, angle, h * 1.01, w)  # as tall as it can be
+    assert not _inside(height, width, angle, h, w * 1.01)  # and as wide
+    if angle == 0:
+        assert (h, w) == (height, width)
+    if height == width:  # a square at angle a: side / (cos a + sin a)
+        side = height / (math.cos(math.radians(abs(angle))) + math.sin(math.radians(abs(angle))))
+        assert h == pytest.approx(side) and w == pytest.approx(side)
+
+
+@pytest.mark.parametrize("preset", ["course", "course-borders"])
+def test_only_the_border_free_course_preset_never_shows_the_rotation_fill(preset):
+    """A white image: the template's preset crops the rotation's black corners away, image by
+    image and batched; course-borders keeps them in some images."""
+    white = torch.full((3, 72, 90), 255, dtype=torch.uint8)
+    torch.manual_seed(0)
+    random.seed(0)
+    per_image = torch.stack([train_transform(64, preset)(white) for _ in range(100)])
+    batched = warp([Stage(64, preset, 72)(white) for _ in range(100)])
+    for images in (per_image, batched):
+        filled = (images.amin(dim=(1, 2, 3)) < 0.8).sum().item()  # colour scaling: >= 0.85
+        assert filled == 0 if preset == "course" else filled > 20

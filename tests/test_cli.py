@@ -210,13 +210,14 @@ def test_train_with_the_unfold_conv_matches_native_and_says_so(tmp_path):
 
 
 def test_bench_conv_prints_times_ratios_and_layers(capsys):
-    flags = ["--batch-size", "2", "--image-size", "32", "--num-classes", "5", "--steps", "1"]
+    flags = ["--batch-size", "2", "--sizes", "32,16", "--num-classes", "5", "--steps", "1"]
     flags += ["--warmup", "0", "--memory-repeats", "0", "--layer-repeats", "1"]
     assert main(["bench", "conv", *flags]) == 0
     out = capsys.readouterr().out
     for label in ("nn.Conv2d, oneDNN off", "UnfoldConv2d, channels_last", "features.14"):
         assert label in out
-    assert "UnfoldConv2d / nn.Conv2d: time" in out and "ms/step" in out
+    assert out.count("UnfoldConv2d / nn.Conv2d: time") == 2 and "ms/step" in out  # both sizes
+    assert "course layer / nn.Conv2d: time" in out and "UnfoldConv2d / course layer" in out
 
 
 def test_vit_trains_with_the_course_recipe_and_evaluates(tmp_path):

@@ -252,3 +252,21 @@ def test_a_fixed_subset_is_the_same_every_time_in_order_and_mixes_the_classes():
     by_class = sorted(labels)  # stored class by class
     assert len({by_class[i] for i in fixed_subset(by_class, 10).indices}) > 1
     assert fixed_subset(labels, 0) is labels and fixed_subset(labels, 40) is labels
+
+
+@pytest.mark.parametrize("augmented", [False, True], ids=["eval", "augmented"])
+def test_data_show_draws_a_grid_of_images_named_by_class(
+    tiny_miniplaces, tmp_path, capsys, augmented
+):
+    from scenelab.cli import main
+
+    out = tmp_path / "pictures" / "grid.png"
+    flags = ["--data", "miniplaces", "--data-root", str(tiny_miniplaces), "--image-size", "32"]
+    flags += ["--num", "6", "--out", str(out)] + (["--augmented"] if augmented else [])
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert main(["data", "show", *flags]) == 0
+    after = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert set(after) - set(before) == {out} and out.stat().st_size > 2000  # nothing else
+    with Image.open(out) as image:
+        assert image.width > image.height  # one row of 6
+    assert "6 random train images of 12" in capsys.readouterr().out

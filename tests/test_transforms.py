@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -6,7 +8,9 @@ from scenelab.data.transforms import ChannelScale, eval_transform, resize_size, 
 
 
 @pytest.mark.parametrize("size", [64, 128])
-@pytest.mark.parametrize("make", [train_transform, eval_transform])
+@pytest.mark.parametrize(
+    "make", [train_transform, partial(train_transform, preset="course-borders"), eval_transform]
+)
 def test_presets_give_float_images_in_unit_range_of_the_requested_size(size, make):
     image = tv_tensors.Image(torch.randint(0, 256, (3, 150, 200), dtype=torch.uint8))
     out = make(size)(image)

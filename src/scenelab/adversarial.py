@@ -14,7 +14,10 @@ accuracy). Plain training's is `CrossEntropy` (with label smoothing); the advers
   2019); its inner maximisation starts from a uniform random point of the ball (the reference
   code starts 0.001-Gaussian-close to x).
 
-The radius rises linearly from 0 over `adv_warmup_epochs` (the step scales with it).
+The radius rises linearly from 0 over `adv_warmup_epochs` (the step scales with it). With
+`adv_units="normalized"` (the course's units), radius and step are in normalised units (x the
+model's per-channel std in pixels), the images are not clamped to [0, 1], and the least-likely
+target is taken among all classes (the course's argmin uses no labels).
 
 In DDP, each training step runs exactly one forward pass through the DDP wrapper (the one that
 DDP's gradient hooks are prepared for); the attack's passes and any second loss term use the
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attack import least_likely_target, pgd
+from .attack import course_units, least_likely_target, pgd
 from .config import ADV_DEFAULTS, AdvConfig, RunConfig
 from .modes import eval_mode
 from .runtime import unwrap
@@ -78,16 +81,18 @@ class AdversarialObjective:
         target = None
         if cfg.adv_target == "least-likely":
             with eval_mode(model), torch.no_grad():
-                target = least_likely_target(model(x), y)
+                target = least_likely_target(model(x), None if cfg.course_units else y)
+        scale = course_units(1.0, model) if cfg.course_units else 1.0
         return pgd(
             model,
             x,
             y,
-            eps=eps,
-            alpha=self.step_at(eps),
+            eps=eps * scale,
+            alpha=self.step_at(eps) * scale,
             steps=cfg.steps,
             target=target,
             random_start=ADV_DEFAULTS[cfg.adv_train]["random_start"],
+            clamp=not cfg.course_units,
             eval_model=cfg.adv_bn_mode == "eval",
         )
 

@@ -1,4 +1,4 @@
-"""Results across runs: the course's table (Markdown, CSV, HTML) and overlaid validation curves.
+"""Results across runs: the course's table (Markdown, CSV, HTML) and overlaid curves.
 
 Each run folder is read from its `summary.json`, `metrics.csv` and `config.yaml`. The wall
 time is the whole run's, from the command's start to its summary (start-up, decoding,
@@ -7,6 +7,12 @@ images per second of training time. With `at_epoch`, every run is read at that e
 (accuracies of that epoch, minimum loss, time per epoch, images/s and peak memory over the
 epochs up to it; the wall time only for a run that ended there), as the course compared the
 hand-written convolution at epoch 10 of a 60-epoch schedule.
+
+Beside the runs: the course reports' published numbers for the recipes the runs come from
+(`course.REPORTED`, rows marked "report"), and a second table of each run's attack results
+(its `attack/*/metrics.json`: clean and attacked top-1/top-5 and the relative drop) with the
+reports' attacked numbers. Curves: training and validation loss and top-1 of every run,
+against the epoch (`curves.png`) and against the training time (`curves_time.png`).
 """
 
 import csv
@@ -17,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from .document import Figure, Table, to_html, to_markdown
-from .plots import plot_val_curves
+from .course import ATTACKED, REPORTED, recipe_of
+from .document import Figure, Heading, Table, Text, to_html, to_markdown
+from .plots import plot_run_curves
 from .tracking import RunDir
 
 COLUMNS = {  # key: header
@@ -31,6 +38,7 @@ COLUMNS = {  # key: header
     "train_acc5": "train top-5",
     "val_acc1": "val top-1",
     "val_acc5": "val top-5",
+    "min_train_loss": "min train loss",
     "min_val_loss": "min val loss",
     "robust_acc1": "robust top-1",
     "wall_seconds": "wall time",
@@ -38,6 +46,18 @@ COLUMNS = {  # key: header
     "images_per_second": "images/s",
     "peak_memory_mb": "peak MB",
     "params": "params",
+}
+
+
+ATTACK_COLUMNS = {  # key: header
+    "run": "run",
+    "attack": "attack",
+    "clean_acc1": "clean top-1",
+    "clean_acc5": "clean top-5",
+    "adv_acc1": "attacked top-1",
+    "adv_acc5": "attacked top-5",
+    "drop": "drop (%)",
+    "images": "images",
 }
 
 
@@ -73,8 +93,10 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
     seconds = sum(r["epoch_seconds"] for r in rows)
     # The whole run's wall time (start-up, decoding, validation): known only at its end.
     finished = summary.get("epochs") == int(last["epoch"])
+    name = cfg.get("train", {}).get("name") or RunDir.short_name(run.name)
     return {
         "run": RunDir.short_name(run.name),
+        "recipe": recipe_of(name),
         "model": cfg.get("model", {}).get("model", summary.get("model", "?")),
         "conv": cfg.get("model", {}).get("conv", summary.get("conv", "?")),
         "epochs": int(last["epoch"]),
@@ -83,6 +105,7 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
         "train_acc5": last["train_acc5"],
         "val_acc1": last["val_acc1"],
         "val_acc5": last["val_acc5"],
+        "min_train_loss": min(r["train_loss"] for r in rows),
         "min_val_loss": min(r["val_loss"] for r in rows),
         "robust_acc1": last.get("val_robust_acc1", math.nan),
         "wall_seconds": summary.get("wall_seconds", math.nan) if finished else math.nan,
@@ -91,8 +114,56 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
         / max(seconds, 1e-9),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "params": summary.get("params", math.nan),
-        "curve": [(int(r["epoch"]), r["val_acc1"], r["val_loss"]) for r in rows],
+        "curve": rows,
+        "attacks": _attacks(run),
     }
+
+
+def _attacks(run: Path) -> list[dict[str, Any]]:
+    """The run's own results in each of its attack/ folders (`scenelab attack`)."""
+    found = []
+    for path in sorted(run.glob("attack/*/metrics.json")):
+        results = json.loads(path.read_text()).get("results", {})
+        own = results.get(run.name) or next(iter(results.values()), None)
+        if own is None:
+            continue
+        drop = 100 * (1 - own["adv_acc1"] / own["clean_acc1"]) if own["clean_acc1"] else math.nan
+        found.append(
+            {"run": RunDir.short_name(run.name), "attack": path.parent.name, "drop": drop}
+            | {k: own.get(k, math.nan) for k in ATTACK_COLUMNS if k in own}
+        )
+    return found
+
+
+def reported_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reports' published numbers for the recipes of `rows`, as rows of the table."""
+    out = []
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        for rep in REPORTED.get(recipe, ()):
+            note = f" ({rep.note})" if rep.note else ""
+            row = {k: math.nan for k in COLUMNS} | {"model": "-", "conv": "-"}
+            acc5 = math.nan if rep.acc5 is None else rep.acc5
+            out.append(
+                row
+                | {"run": f"{rep.source}: {recipe}{note}", "val_acc1": rep.acc1, "val_acc5": acc5}
+            )
+    return out
+
+
+def attack_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every run's attack results, then the reports' attacked numbers for the same recipes."""
+    out = [a for r in rows for a in r["attacks"]]
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        for source, clean, attacked, attacked5 in ATTACKED.get(recipe, ()):
+            nan = math.nan
+            drop = 100 * (1 - attacked / clean) if clean else nan
+            out.append(
+                {k: nan for k in ATTACK_COLUMNS}
+                | {"run": f"{source}: {recipe}", "attack": "the course's"}
+                | {"clean_acc1": clean or nan, "adv_acc1": attacked, "drop": drop}
+                | {"adv_acc5": nan if attacked5 is None else attacked5}
+            )
+    return out
 
 
 def _cell(key: str, value: Any) -> str:
@@ -111,24 +182,52 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:.0f}"
     if key in ("seconds_per_epoch", "peak_memory_mb"):
         return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
-    if key == "min_val_loss":
+    if key in ("min_val_loss", "min_train_loss"):
         return f"{value:.3f}"
+    if key == "images":
+        return f"{value:.0f}"
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
 
 
-def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    return list(COLUMNS.values()), [[_cell(k, r[k]) for k in COLUMNS] for r in rows]
+def table_cells(
+    rows: list[dict[str, Any]], columns: dict[str, str] = COLUMNS
+) -> tuple[list[str], list[list[str]]]:
+    return list(columns.values()), [[_cell(k, r[k]) for k in columns] for r in rows]
 
 
 def write_comparison(rows: list[dict[str, Any]], out: Path, *, title: str) -> None:
-    """results.md, results.csv, results.html and val_curves.png in `out`."""
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-    plot_val_curves([(r["run"], r["curve"]) for r in rows], out / "val_curves.png")
-    blocks = [Table(*table_cells(rows)), Figure("val_curves.png", "validation curves")]
+    """results.md, results.csv, results.html, curves.png and curves_time.png in `out`, and
+    attacks.csv when a run has attack results or a report attacked its recipe."""
+    table = rows + reported_rows(rows)
+    _write_csv(out / "results.csv", table, COLUMNS)
+    runs = [(r["run"], r["curve"]) for r in rows]
+    plot_run_curves(runs, out / "curves.png", x="epoch")
+    plot_run_curves(runs, out / "curves_time.png", x="time")
+    blocks = [Table(*table_cells(table))]
+    if len(table) > len(rows):
+        blocks.append(Text(REPORTED_NOTE))
+    attacks = attack_rows(rows)
+    if attacks:
+        _write_csv(out / "attacks.csv", attacks, ATTACK_COLUMNS)
+        blocks += [Heading("Attacks", 2), Table(*table_cells(attacks, ATTACK_COLUMNS))]
+    blocks += [
+        Figure("curves.png", "training and validation curves by epoch"),
+        Figure("curves_time.png", "the same curves against training time"),
+    ]
     (out / "results.md").write_text(to_markdown(title, blocks))
     (out / "results.html").write_text(to_html(title, blocks))
+
+
+REPORTED_NOTE = (
+    "Rows named after a report are the numbers the course's reports published for the same "
+    "recipe at full scale (128 px, the course's epochs), not runs of this comparison."
+)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: dict[str, str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in columns} for r in rows)

@@ -12,8 +12,9 @@ from .fields import option, override_sections, parse_duration
 
 DATA_SOURCES = ("synthetic", "miniplaces", "folder")
 OPTIMIZERS = ("sgd", "adamw")
-AUGMENTS = ("course", "light", "none")
+AUGMENTS = ("course", "course-borders", "light", "none")
 BAD_IMAGE = ("error", "skip")
+TTA_MEANS = ("logits", "softmax")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +27,7 @@ class DataConfig:
         "images per optimisation step (under torchrun: of all processes "
         "together, each loading its share)",
     )
+    val_batch_size: int = option(0, "images per evaluation batch (0: --batch-size)")
     workers: int = option(2, "DataLoader worker processes (0: load in the main process)")
     limit: int = option(0, "use only the first N validation images (0: all)")
     cache_images: bool = option(
@@ -41,8 +43,9 @@ class DataConfig:
     )
     augment: str = option(
         "course",
-        "training augmentation: course (flip, rotation, resized crop from 25%%, colour), light "
-        "(flip and a shifted crop: better for runs of a few epochs) or none",
+        "training augmentation: course (the template's: flip, rotation cropped free of its "
+        "black corners, resized crop from 25%%, colour), course-borders (the corners kept), "
+        "light (flip and a shifted crop: better for runs of a few epochs) or none",
         choices=AUGMENTS,
     )
     batch_augment: bool = option(
@@ -70,7 +73,11 @@ class ModelConfig:
     model: str = option(
         "simplenet", "registry name (see `scenelab models`) or tv:NAME (torchvision)"
     )
-    conv: str = option("native", "convolution implementation for CNNs")
+    conv: str = option(
+        "native",
+        "convolution of the CNNs: native (nn.Conv2d), unfold (the hand-written one) or course "
+        "(the course assignment's layer, its unfolded input saved for backward)",
+    )
     pretrained: bool = option(False, "start from torchvision's ImageNet weights (downloaded once)")
     weights: str | None = option(None, "start from this torchvision state-dict file (offline)")
     freeze_backbone: bool = option(False, "train only the new head of a torchvision model")
@@ -101,6 +108,12 @@ class ModelConfig:
         None, "resnet_bn, resnet_cpu: residual blocks per stage", arch=True
     )
     final_width: int | None = option(None, "resnets: width of the last block (0: none)", arch=True)
+    final_block: str | None = option(
+        None,
+        "resnet_bn: the last block: simplenet (the first report's: 1x1, 3x3, 1x1 convs with "
+        "BatchNorm, no shortcut) or bottleneck (residual)",
+        arch=True,
+    )
     expansion: int | None = option(None, "resnets: width / bottleneck width (1: basic)", arch=True)
 
 
@@ -110,7 +123,12 @@ class OptimConfig:
     lr: float = option(0.05, "peak learning rate (after warm-up)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(
-        5e-4, "weight decay (not on biases, norm weights and position embeddings)"
+        5e-4, "weight decay (not on biases, norm weights and position embeddings: see --decay-all)"
+    )
+    decay_all: bool = option(
+        False,
+        "weight decay on every parameter, biases and norm weights included (the course "
+        "template's way; off: timm's and nanoGPT's)",
     )
     backbone_lr_scale: float = option(1.0, "learning rate of all but the head, as a share of --lr")
     warmup_epochs: float = option(1.0, "linear warm-up length in epochs, then cosine decay")
@@ -157,6 +175,11 @@ class TrainConfig:
         "resumes from that step (0: at the end of each epoch only)",
     )
     tta: bool = option(False, "validate on the image and its mirror (flip test-time augmentation)")
+    tta_mean: str = option(
+        "logits",
+        "flip TTA averages the logits (the course template's) or the softmax probabilities",
+        choices=TTA_MEANS,
+    )
     val_subset: int = option(
         0,
         "validate each epoch on a fixed random N val images, on all after the last (0: all)",
@@ -165,7 +188,8 @@ class TrainConfig:
     time_budget: str = option(
         "",
         "fit the whole run into this wall time, e.g. 30m, 90s, 1.5h: epochs planned from the "
-        "measured step time as it goes (--epochs ignored), lr annealed at the end (default: off)",
+        "measured step time as it goes (instead of --epochs), lr annealed at the end; off "
+        "(the default) trains --epochs",
     )
 
     progressive_resize: int = option(
@@ -182,6 +206,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.time_budget.strip().lower() in ("off", "none"):
+            object.__setattr__(self, "time_budget", "")  # a recipe's budget turned off by a flag
         if self.time_budget:
             parse_duration(self.time_budget)  # a bad value fails before any work
         if self.progressive_resize < 0:
@@ -197,6 +223,7 @@ class TrainConfig:
 
 
 ADV_METHODS = ("none", "goodfellow", "madry", "fgsm-rs", "trades")
+ADV_UNITS = ("pixels", "normalized")
 # Per method: PGD steps, random start, and the step as a multiple of eps (None: 2.5 / steps).
 ADV_DEFAULTS: dict[str, dict[str, Any]] = {
     "goodfellow": {"steps": 5, "random_start": False, "step": None},  # the course's PGD-5
@@ -226,6 +253,13 @@ class AdvConfig:
         "goodfellow, madry, fgsm-rs: untargeted or towards the least-likely class",
         choices=("none", "least-likely"),
     )
+    adv_units: str = option(
+        "pixels",
+        "units of --adv-eps and --adv-step-size: pixels ([0, 1], images kept in it) or "
+        "normalized (x the model's per-channel std, no clamp, least-likely among all classes: "
+        "the course's; the robust evaluation then runs the course attack with this step)",
+        choices=ADV_UNITS,
+    )
     adv_fraction: float = option(
         0.5, "goodfellow: share of each batch replaced by adversarial examples"
     )
@@ -250,6 +284,11 @@ class AdvConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.adv_fraction <= 1 or not 0 <= self.adv_weight <= 1:
             raise ValueError("--adv-fraction and --adv-weight are shares between 0 and 1")
+        if self.adv_units == "normalized" and self.adv_train in ("trades", "fgsm-rs"):
+            raise ValueError(
+                f"--adv-units normalized is the course's attack (no random start, no clamp); "
+                f"{self.adv_train} starts at random: use it with goodfellow or madry"
+            )
         if self.adv_train == "trades" and self.adv_target != "none":
             raise ValueError("trades maximises a divergence, not a class's loss: drop --adv-target")
         cls = type(self)  # its class attributes are the defaults
@@ -260,13 +299,23 @@ class AdvConfig:
             raise ValueError("--trades-beta applies to --adv-train trades")
 
     @property
+    def _defaults(self) -> dict[str, Any]:
+        """The method's defaults; without adversarial training, the robust evaluation's."""
+        evaluation = {"steps": self.adv_eval_steps, "random_start": True, "step": None}
+        return ADV_DEFAULTS.get(self.adv_train, evaluation)
+
+    @property
     def steps(self) -> int:
-        return self.adv_steps or ADV_DEFAULTS[self.adv_train]["steps"]
+        return self.adv_steps or self._defaults["steps"]
+
+    @property
+    def course_units(self) -> bool:
+        return self.adv_units == "normalized"
 
     def step_size(self, eps: float) -> float:
         if self.adv_step_size is not None:
             return self.adv_step_size
-        multiple = ADV_DEFAULTS[self.adv_train]["step"]
+        multiple = self._defaults["step"]
         return eps * (multiple if multiple is not None else 2.5 / self.steps)
 
     @property

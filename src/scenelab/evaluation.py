@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from .attack import pgd
+from .attack import course_units, least_likely_target, pgd
 from .attack_eval import AttackResult, evaluate_attack
 from .config import RunConfig
 from .metrics import RunningSums, confusion_matrix, correct_topk
@@ -33,14 +33,16 @@ def evaluate(
     *,
     device: torch.device,
     tta: bool = False,
+    tta_mean: str = "logits",
     num_classes: int | None = None,
     precision: Precision | None = None,
 ) -> dict[str, Any]:
     """Mean loss, acc1 and acc5 (percent); with `num_classes`, also the confusion matrix.
 
-    tta: average the softmax of the image and its horizontal mirror. A batch that runs out of
-    device memory is retried in halves (down to single images), as the evaluation batch may be
-    larger than what training needed. In DDP, each process evaluates its share of the split
+    tta: average the logits of the image and its horizontal mirror (`tta_mean="softmax"`: their
+    probabilities, returned as log-probabilities: same ranking, the loss of the mean). A batch that
+    runs out of device memory is retried in halves (down to single images), as the evaluation batch
+    may be larger than what training needed. In DDP, each process evaluates its share of the split
     (give `model` without its DDP wrapper) and the results are summed over all processes.
     """
     sums, confusion = RunningSums(), None
@@ -52,7 +54,9 @@ def evaluate(
             x = x.to(device, non_blocking=True, memory_format=precision.memory_format)
             y = y.to(device, non_blocking=True)
             with precision.autocast():
-                logits = _halving_on_oom(lambda part: _predict(model, part, tta), x).float()
+                logits = _halving_on_oom(
+                    lambda part: _predict(model, part, tta, tta_mean), x
+                ).float()
             sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
             if num_classes:
                 confusion += confusion_matrix(logits.argmax(1), y, num_classes)
@@ -62,12 +66,17 @@ def evaluate(
     return metrics
 
 
-def _predict(model: nn.Module, x: Tensor, tta: bool) -> Tensor:
+def _predict(model: nn.Module, x: Tensor, tta: bool, tta_mean: str = "logits") -> Tensor:
     logits = model(x)
-    if tta:
-        probs = (logits.softmax(1) + model(x.flip(-1)).softmax(1)) / 2
-        logits = probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
-    return logits
+    if not tta:
+        return logits
+    mirrored = model(x.flip(-1))
+    if tta_mean == "logits":
+        return (logits + mirrored) / 2
+    if tta_mean != "softmax":
+        raise ValueError(f"unknown tta_mean {tta_mean!r}; choose logits or softmax")
+    probs = (logits.softmax(1) + mirrored.softmax(1)) / 2
+    return probs.clamp_min(1e-12).log()  # log-probabilities: same ranking and loss
 
 
 def _halving_on_oom(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -86,12 +95,30 @@ def robust_accuracy(
     model: nn.Module, loader: DataLoader, cfg: RunConfig, *, device: torch.device
 ) -> AttackResult:
     """Untargeted PGD (`adv_eval_steps` steps of 2.5 eps / steps, random start) at `adv_eps` on
-    `loader`. The random start is seeded from the run's seed, so every epoch is measured on the
-    same footing, and the global random state is left as it was."""
+    `loader`; in the course's units, the course's attack instead (`adv_eval_steps` steps of
+    `adv_step_size` towards the least-likely class, from the clean image, no clamp). The random
+    start is seeded from the run's seed, so every epoch is measured on the same footing, and the
+    global random state is left as it was."""
     eps, steps = cfg.adv.adv_eps, cfg.adv.adv_eval_steps
 
     def perturb(m: nn.Module, x: Tensor, y: Tensor, _: Tensor | None) -> Tensor:
-        return pgd(m, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
+        if not cfg.adv.course_units:
+            return pgd(m, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps)
+        with eval_mode(m), torch.no_grad():
+            target = least_likely_target(m(x))
+        scale = course_units(1.0, m)
+        alpha = cfg.adv.step_size(eps) * scale
+        return pgd(
+            m,
+            x,
+            y,
+            eps=eps * scale,
+            alpha=alpha,
+            steps=steps,
+            target=target,
+            random_start=False,
+            clamp=False,
+        )
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.train.seed)
@@ -100,12 +127,13 @@ def robust_accuracy(
 
 def validate(model, ema, loader, cfg: RunConfig, precision: Precision, num_classes: int):
     """Validation of the model (with the confusion matrix) and of its weight average."""
-    device, tta = precision.device, cfg.train.tta
+    device = precision.device
+    tta = {"tta": cfg.train.tta, "tta_mean": cfg.train.tta_mean}
     val = evaluate(
-        model, loader, device=device, tta=tta, num_classes=num_classes, precision=precision
+        model, loader, device=device, num_classes=num_classes, precision=precision, **tta
     )
     if ema is not None:
-        averaged = evaluate(ema.module, loader, device=device, tta=tta, precision=precision)
+        averaged = evaluate(ema.module, loader, device=device, precision=precision, **tta)
         val |= {f"ema_{k}": v for k, v in averaged.items()}
     return val
 

@@ -3,7 +3,8 @@
 The schedule is per iteration: linear warm-up from lr/warmup_steps (the first step is not at
 lr 0) to the peak, then cosine decay to `min_lr_ratio * lr`; under a time budget the cosine
 runs on the budget's progress instead of a fixed step count. Weight decay skips tensors with
-fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings.
+fewer than two dimensions (biases, norm weights; nanoGPT's rule) and position embeddings,
+unless `decay_all` (the course template decays every parameter).
 """
 
 import math
@@ -25,7 +26,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (name.startswith("head."), p.ndim >= 2 and name not in skip)
+            decay = cfg.decay_all or (p.ndim >= 2 and name not in skip)
+            key = (name.startswith("head."), decay)
             groups.setdefault(key, []).append(p)
     return [
         {

@@ -25,16 +25,24 @@ def pyplot():
 
 
 def plot_lines(
-    panels: list[tuple[str, str, list[Series]]], path: Path, *, xlabel: str = "epoch"
+    panels: list[tuple[str, str, list[Series]]],
+    path: Path,
+    *,
+    xlabel: str = "epoch",
+    columns: int = 0,
 ) -> None:
-    """One row of line charts, a panel per (title, y label, series), saved to `path`."""
+    """Line charts, a panel per (title, y label, series), `columns` to a row (0: all in one),
+    saved to `path`. An x label of "epoch" or "step" gets whole-number ticks."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (title, ylabel, series) in zip(axes[0], panels, strict=True):
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    for ax, (title, ylabel, series) in zip(axes.flat, panels, strict=False):
         for label, x, y in series:
             ax.plot(x, y, "o-" if len(x) <= 30 else "-", markersize=3, label=label)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs and steps are whole
+        if xlabel in ("epoch", "step"):  # epochs and steps are whole
+            ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=8)
@@ -77,15 +85,30 @@ def plot_training_curves(
     return [(name, panel[0]) for name, panel, _ in charts]
 
 
-def plot_val_curves(runs: list[tuple[str, list[tuple[int, float, float]]]], path: Path) -> None:
-    """Validation top-1 and loss of several runs overlaid; runs: (name, [(epoch, acc1, loss)])."""
-    acc, loss = [], []
-    for name, curve in runs:
-        epochs, acc1, val_loss = zip(*curve, strict=True)
-        acc.append((name, epochs, acc1))
-        loss.append((name, epochs, val_loss))
-    panels = [("validation top-1", "val top-1 (%)", acc), ("validation loss", "val loss", loss)]
-    plot_lines(panels, path)
+# The panels of curves across runs: (metrics.csv key, title, y label)
+RUN_CURVES = (
+    ("train_loss", "training loss", "cross-entropy"),
+    ("train_acc1", "training top-1", "top-1 (%)"),
+    ("val_loss", "validation loss", "cross-entropy"),
+    ("val_acc1", "validation top-1", "top-1 (%)"),
+)
+
+
+def plot_run_curves(runs: list[tuple[str, list[dict[str, float]]]], path: Path, *, x: str) -> None:
+    """Training and validation loss and top-1 of several runs overlaid, against the epoch
+    (`x="epoch"`) or the training time (`x="time"`, minutes); runs: (name, metrics rows)."""
+
+    def xs(rows: list[dict[str, float]]) -> list[float]:
+        if x == "epoch":
+            return [r["epoch"] for r in rows]
+        return (np.cumsum([r["epoch_seconds"] for r in rows]) / 60).tolist()
+
+    panels = [
+        (title, ylabel, [(name, xs(rows), [r[key] for r in rows]) for name, rows in runs])
+        for key, title, ylabel in RUN_CURVES
+    ]
+    xlabel = "epoch" if x == "epoch" else "training time (minutes)"
+    plot_lines(panels, path, xlabel=xlabel, columns=2)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
@@ -189,3 +212,19 @@ def figure_pixels(fig) -> torch.Tensor:
     fig.canvas.draw()
     rgba = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba()).copy())  # (H, W, 4) uint8
     return rgba[..., :3].permute(2, 0, 1).float() / 255
+
+
+def plot_samples(images: torch.Tensor, titles: list[str], path: Path, *, columns: int = 8) -> None:
+    """A grid of images (N, 3, H, W) in [0, 1], each titled (its class), saved to `path`."""
+    plt = pyplot()
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.8 * columns, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -10,7 +10,7 @@ from ..fields import option
 class ConvBenchConfig:
     model: str = option("simplenet", "CNN of the registry to train")
     batch_size: int = option(64, "images per training step")
-    image_size: int = option(128, "input resolution in pixels")
+    sizes: tuple[int, ...] = option((128, 64), "input resolutions in pixels (a table each)")
     num_classes: int = option(100, "classes of the model's head")
     steps: int = option(10, "timed training steps per variant (the median is reported)")
     warmup: int = option(2, "untimed steps first (allocator, oneDNN primitive caches)")

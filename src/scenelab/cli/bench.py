@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,25 +38,29 @@ def _config_and_device(args: argparse.Namespace, cls: type) -> tuple[Any, torch.
 def cmd_bench_conv(args: argparse.Namespace) -> int:
     cfg, device = _config_and_device(args, ConvBenchConfig)
     print(
-        f"Benchmark: {cfg.model} training steps, batch {cfg.batch_size}, {cfg.image_size} px, "
+        f"Benchmark: {cfg.model} training steps, batch {cfg.batch_size}, "
+        f"{' and '.join(map(str, cfg.sizes))} px, "
         f"{cfg.num_classes} classes, on {device} ({torch.get_num_threads()} threads), "
         f"torch {torch.__version__}\n  time: median of {cfg.steps} steps after {cfg.warmup} "
         f"warm-up; memory: peak above the post-import level, median of {cfg.memory_repeats} "
         "fresh processes",
         flush=True,
     )
-    results: dict[str, tuple[float, float]] = {}
-    for variant in conv.VARIANTS:
-        if not variant.onednn and device.type != "cpu":
-            continue  # oneDNN is nn.Conv2d's CPU backend
-        ms = conv.step_time(cfg, variant, device) * 1e3
-        mb = conv.peak_memory(cfg, variant, device) if cfg.memory_repeats else float("nan")
-        results[variant.label] = (ms, mb)
-        print(f"  {variant.label}: {ms:.1f} ms/step, peak {mb:.0f} MiB", flush=True)
-    print("\n" + conv.step_table(results, cfg.batch_size))
-    if cfg.layer_repeats:
-        print(f"\nPer layer (ms, median of {cfg.layer_repeats}; input batch {cfg.batch_size}):")
-        print(conv.layer_table(list(conv.layer_times(cfg, device))))
+    for size in cfg.sizes:
+        print(f"\n{size} px", flush=True)
+        results: dict[str, tuple[float, float]] = {}
+        for variant in conv.VARIANTS:
+            if not variant.onednn and device.type != "cpu":
+                continue  # oneDNN is nn.Conv2d's CPU backend
+            ms = conv.step_time(cfg, variant, device, size) * 1e3
+            mb = conv.peak_memory(cfg, variant, device, size) if cfg.memory_repeats else math.nan
+            results[variant.label] = (ms, mb)
+            print(f"  {variant.label}: {ms:.1f} ms/step, peak {mb:.0f} MiB", flush=True)
+        print(f"\n{size} px:\n" + conv.step_table(results, cfg.batch_size))
+        if cfg.layer_repeats:
+            repeats = cfg.layer_repeats
+            print(f"\nPer layer at {size} px (ms, median of {repeats}; batch {cfg.batch_size}):")
+            print(conv.layer_table(list(conv.layer_times(cfg, device, size))))
     return 0
 
 
@@ -152,7 +157,9 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
     benches = benches.add_subparsers(dest="bench", required=True)
-    p = benches.add_parser("conv", help="nn.Conv2d vs the hand-written UnfoldConv2d")
+    p = benches.add_parser(
+        "conv", help="nn.Conv2d vs the hand-written UnfoldConv2d and the course's layer"
+    )
     add_config_flags(p, ConvBenchConfig)
     p.set_defaults(func=cmd_bench_conv)
     p = benches.add_parser("models", help="training step time and memory of every model")

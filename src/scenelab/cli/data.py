@@ -2,12 +2,19 @@
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from ..config import DataConfig
+from ..data import build_dataset
 from ..data.download import MINIPLACES, ProgressFn, Source, download_miniplaces
 from ..data.miniplaces import MiniPlaces, write_miniplaces
 from ..data.synthetic import CLASSES, iter_scenes
+from ..plots import plot_samples
 from ..tracking import Console
+from .flags import add_config_flags, given
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -78,6 +85,23 @@ def _sources(args: argparse.Namespace) -> dict[str, Source]:
     }
 
 
+def cmd_data_show(args: argparse.Namespace) -> int:
+    """A grid of sample images with their class names (the reports' first figure)."""
+    cfg = replace(DataConfig(**given(args, DataConfig)), batch_augment=False)
+    dataset, classes = build_dataset(cfg, args.split, augment=args.augmented)
+    generator = torch.Generator().manual_seed(args.seed)
+    picks = torch.randperm(len(dataset), generator=generator)[: args.num].tolist()
+    torch.manual_seed(args.seed)  # the augmentation's draws
+    samples = [dataset[i] for i in picks]
+    images = torch.stack([image for image, _ in samples])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_samples(images, [classes[int(label)] for _, label in samples], out)
+    how = "as training augments them" if args.augmented else "as evaluated"
+    print(f"{len(samples)} random {args.split} images of {len(dataset)} ({how}): {out}")
+    return 0
+
+
 def cmd_data_download(args: argparse.Namespace) -> int:
     root = Path(args.root)
     print(f"Downloading MiniPlaces into {root} (an interrupted download resumes) ...", flush=True)
@@ -104,6 +128,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=10, help="number of classes, at most 10")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("show", help="a grid of sample images with their class names")
+    p.add_argument("--split", default="train", help="split to draw from (default: train)")
+    p.add_argument("--num", type=int, default=16, help="images in the grid (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="which images (default: 0)")
+    p.add_argument(
+        "--augmented", action="store_true", help="show them with the training augmentation"
+    )
+    p.add_argument("--out", default="samples.png", help="the picture (default: samples.png)")
+    add_config_flags(p, DataConfig)
+    p.set_defaults(func=cmd_data_show)
     p = data.add_parser("download", help="download MiniPlaces (images and list files)")
     p.add_argument("dataset", choices=["miniplaces"], help="the dataset")
     p.add_argument("--root", required=True, help="where to install it")

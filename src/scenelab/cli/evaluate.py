@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import runtime
 from ..checkpoint import load_checkpoint, trained_model
-from ..config import DataConfig
+from ..config import TTA_MEANS, DataConfig
 from ..data import build_dataset, build_loader, check_classes
 from ..evaluation import evaluate
 from ..report import write_evaluation
@@ -28,7 +28,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{' with flip TTA' if args.tta else ''} ...",
         flush=True,
     )
-    metrics = evaluate(model, loader, device=device, tta=args.tta, num_classes=len(classes))
+    metrics = evaluate(
+        model,
+        loader,
+        device=device,
+        tta=args.tta,
+        tta_mean=args.tta_mean,
+        num_classes=len(classes),
+    )
     run = RunDir(Path(args.checkpoint).resolve().parent.parent)
     name = f"{Path(args.checkpoint).stem}-{args.split}{'-tta' if args.tta else ''}"
     out = write_evaluation(
@@ -36,7 +43,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name,
         metrics,
         classes,
-        {"checkpoint": str(args.checkpoint), "tta": args.tta},
+        {"checkpoint": str(args.checkpoint), "tta": args.tta, "tta_mean": args.tta_mean},
     )
     print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
     print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")
@@ -50,5 +57,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_flags(p, "eval")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument(
+        "--tta-mean",
+        default="logits",
+        choices=TTA_MEANS,
+        help="flip TTA averages the logits (the course template's) or the softmax probabilities",
+    )
     add_config_flags(p, DataConfig)
     p.set_defaults(func=cmd_eval)

@@ -12,6 +12,7 @@ from ..models import (
     optim_defaults,
 )
 from ..models.pretrained import torchvision_names
+from ..models.summary import layer_rows
 
 
 def _optimiser(name: str) -> str:
@@ -21,6 +22,8 @@ def _optimiser(name: str) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.show:
+        return _show(args)
     rows = []
     for name in MODELS:
         model = build_model(ModelConfig(model=name), args.num_classes, args.image_size)
@@ -43,9 +46,44 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(args: argparse.Namespace) -> int:
+    """`--show NAME`: the model's layers, their output shapes and parameters."""
+    model = build_model(
+        ModelConfig(model=args.show, conv=args.conv), args.num_classes, args.image_size
+    )
+    layers = layer_rows(model, args.image_size)
+    rows = [
+        [
+            r.name,
+            r.kind,
+            " x ".join(map(str, r.output)),
+            f"{r.params:,}" if r.params else "",
+            r.detail,
+        ]
+        for r in layers
+    ]
+    print(
+        f"{args.show} for {args.image_size} px images and {args.num_classes} classes: every "
+        "layer in the order it runs, its output for one image (channels x height x width, or "
+        "tokens x width) and its own parameters\n"
+    )
+    print(format_table(["layer", "type", "output", "params", "settings"], rows, left=(0, 1, 2, 4)))
+    flops = count_flops(model, args.image_size) / 1e9
+    print(f"\ntotal: {count_parameters(model):,} parameters, {flops:.3f} GFLOPs per image")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models: parameters, FLOPs, default optimiser")
     p.add_argument("--image-size", type=int, default=128, help="input size (default: 128)")
     p.add_argument("--num-classes", type=int, default=100, help="head classes (default: 100)")
     p.add_argument("--torchvision", action="store_true", help="list the tv:NAME models too")
+    p.add_argument(
+        "--show",
+        metavar="NAME",
+        help="one model's layers: type, output shape at --image-size and parameters",
+    )
+    p.add_argument(
+        "--conv", default="native", help="--show: the CNNs' convolution (default: native)"
+    )
     p.set_defaults(func=cmd_models)

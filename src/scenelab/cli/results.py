@@ -6,7 +6,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..compare import load_run, table_cells, write_comparison
+from ..compare import (
+    ATTACK_COLUMNS,
+    REPORTED_NOTE,
+    attack_rows,
+    load_run,
+    reported_rows,
+    table_cells,
+    write_comparison,
+)
 from ..document import format_table
 from ..report import new_folder, write_report
 from ..tracking import RunDir
@@ -42,9 +50,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = new_folder(parent, "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     title = f"{len(rows)} runs" + (f" at epoch {args.at_epoch}" if args.at_epoch else "")
     write_comparison(rows, out, title=title)
-    header, cells = table_cells(rows)
+    reported = reported_rows(rows)
+    header, cells = table_cells(rows + reported)
     print(format_table(header, cells, left=(0, 1, 2)))
-    print(f"\nResults: {out}  (results.md, results.csv, results.html, val_curves.png)")
+    if reported:
+        print(REPORTED_NOTE)
+    attacks = attack_rows(rows)
+    if attacks:
+        print("\nAttacks:")
+        print(format_table(*table_cells(attacks, ATTACK_COLUMNS), left=(0, 1)))
+    files = "results.md, results.csv, results.html, curves.png, curves_time.png"
+    print(f"\nResults: {out}  ({files}{', attacks.csv' if attacks else ''})")
     return 0
 
 
@@ -53,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="results table and validation curves across runs")
+    p = sub.add_parser("compare", help="results table, the reports' numbers and curves across runs")
     p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
     p.add_argument(
         "--out", help="where the new compare-<time>/ folder goes (default: beside the first run)"

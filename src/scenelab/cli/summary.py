@@ -141,13 +141,24 @@ def _write_final_evaluation(
 
 def _adversarial_line(cfg: RunConfig, robust_images: int) -> str:
     adv, line = cfg.adv, ""
-    eps = f"{adv.adv_eps * 255:.3g}/255"
+    if adv.course_units:  # the course's normalised units, as `attack --units normalized`
+        eps, step = f"{adv.adv_eps:.3g}", f"{adv.step_size(adv.adv_eps):.3g}"
+        units = " (normalised units, no clamp, to the least-likely class)"
+    else:
+        eps, step = (f"{v * 255:.3g}/255" for v in (adv.adv_eps, adv.step_size(adv.adv_eps)))
+        units = ""
     if adv.adv_train != "none":
-        step = f"{adv.step_size(adv.adv_eps) * 255:.3g}/255"
-        line += f"\nadversarial training: {adv.adv_train}, eps {eps}, PGD-{adv.steps} step {step}"
-    if robust_images:
         line += (
-            f"\nrobust accuracy every epoch: PGD-{adv.adv_eval_steps} at eps {eps}, first "
+            f"\nadversarial training: {adv.adv_train}, eps {eps}, PGD-{adv.steps} step {step}"
+            f"{units}"
+        )
+    if robust_images:
+        steps = adv.adv_eval_steps
+        attack = (
+            f"the course attack ({steps} steps of {step})" if adv.course_units else f"PGD-{steps}"
+        )
+        line += (
+            f"\nrobust accuracy every epoch: {attack} at eps {eps}, first "
             f"{robust_images} val images"
         )
     return line

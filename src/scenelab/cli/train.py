@@ -50,6 +50,12 @@ def new_config(args: argparse.Namespace) -> RunConfig:
     asked = RunConfig().override(recipe).override(flags)
     cfg = RunConfig().override(optim_defaults(asked.model)).override(recipe).override(flags)
     cfg = cfg.resolve()
+    if cfg.train.time_budget and "epochs" in flags and "time_budget" not in flags:
+        raise ValueError(
+            f"--epochs {flags['epochs']}: {args.config} fits the run into --time-budget "
+            f"{cfg.train.time_budget}, which plans the epochs; add --time-budget off to train "
+            f"{flags['epochs']} epochs, or --time-budget T for another budget"
+        )
     return replace(cfg, model=resolve_model_config(cfg.model))
 
 
@@ -70,6 +76,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = args.started  # the process's start: a --time-budget counts from there
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     cfg = resumed_config(args, checkpoint) if checkpoint else new_config(args)
+    if args.print_config:  # nothing built, nothing written
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
     with _process(cfg) as (dist, device):
         job = _prepare(cfg, args.resume, dist, device)
         cfg, run, model = job.cfg, job.run, job.model
@@ -261,6 +270,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model; writes a run folder")
     p.add_argument("--config", help="YAML recipe; flags given on the command line override it")
     p.add_argument("--resume", help="continue the run of this checkpoint (its last.pt)")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration as YAML (usable as --config) and exit",
+    )
     add_config_flags(p, *SECTIONS.values())
     p.set_defaults(func=cmd_train)
     add_eval_parser(sub)

@@ -116,11 +116,15 @@ def build_loader(
     from (seed, epoch, index). Call `loader.sampler.set_epoch(epoch)` before each epoch (as
     `fit` does), as with torch's DistributedSampler. `generator` seeds the workers.
 
-    In DDP (`world` > 1), `cfg.batch_size` is the global batch: each process loads its
+    Evaluation batches hold `cfg.val_batch_size` images when set, else `cfg.batch_size`.
+    In DDP (`world` > 1), the batch size is the global batch: each process loads its
     1/world share of it, from its share of the split (`ShardSampler` for evaluation)."""
-    if cfg.batch_size % world:
+    batch_size, flag = cfg.batch_size, "--batch-size"
+    if not train and cfg.val_batch_size:
+        batch_size, flag = cfg.val_batch_size, "--val-batch-size"
+    if batch_size % world:
         raise ValueError(
-            f"--batch-size {cfg.batch_size} is the global batch and must divide evenly among "
+            f"{flag} {batch_size} is the global batch and must divide evenly among "
             f"the {world} processes; use a multiple of {world}"
         )
     sampler = None
@@ -131,7 +135,7 @@ def build_loader(
         sampler = ShardSampler(len(dataset), rank=rank, world=world)
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size // world,
+        batch_size=batch_size // world,
         sampler=sampler,
         collate_fn=collate_present,
         num_workers=cfg.workers,

@@ -1,26 +1,28 @@
 """Batched augmentation (`--batch-augment`, the default): the training presets as one warp a batch.
 
-Per image, only the cheap part runs: drawing the random parameters (flip, rotation,
-resized-crop box and colour factors of the course preset; crop offsets and flip of the light
-one) and, when the image must shrink, its antialiased resize to 1.125 x the size (nothing for
-`--cache-images`, which stores them resized; an enlargement folds into the warp). The
-parameters compose into one affine map from output to input pixels, and the whole batch is
-warped at once (`grid_sample`, bilinear), converted to float, colour-scaled and clamped. Three
-resamplings per image (resize, rotation, resized crop) become one vectorised resampling per
-batch: ten times less work at 64 px, and the loader no longer competes with the model for the
-CPU (`scenelab bench data`).
+Per image, only the cheap part runs: drawing the random parameters (flip, rotation, resized-crop box
+within the rotation's border-free rectangle and colour factors of the course preset; the same with
+the box anywhere in the rotated image for course-borders; crop offsets and flip of the light one)
+and, when the image must shrink, its antialiased resize to 1.125 x the size (nothing for
+`--cache-images`, which stores them resized; an enlargement folds into the warp). The parameters
+compose into one affine map from output to input pixels, and the whole batch is warped at once
+(`grid_sample`, bilinear), converted to float, colour-scaled and clamped. Three resamplings per
+image (resize, rotation, resized crop) become one vectorised resampling per batch: ten times less
+work at 64 px, and the loader no longer competes with the model for the CPU (`scenelab bench data`).
 
-Outside the image is zero for the course preset (as torchvision's rotation fills) and the
-nearest edge pixel for the light one. The parameters are drawn with python's generator (a few
-microseconds, where torch's scalar draws cost tens), which `SeededDataset` seeds per sample
-from (seed, epoch, index), so a resumed run sees the same augmentation. The light preset of an
-image already at its resized size is a whole-pixel shift, so its warp copies pixels exactly;
-the course preset resamples once (bilinear) where torchvision resamples twice (nearest
-rotation, then bilinear crop): the same distribution of images, not the same pixels.
+Outside the image is zero for the course presets (as torchvision's rotation fills; the course
+preset's boxes stay clear of it) and the nearest edge pixel for the light one. The parameters are
+drawn with python's generator (a few microseconds, where torch's scalar draws cost tens), which
+`SeededDataset` seeds per sample from (seed, epoch, index), so a resumed run sees the same
+augmentation. The light preset of an image already at its resized size is a whole-pixel shift, so
+its warp copies pixels exactly; the course preset resamples once (bilinear) where torchvision
+resamples twice (nearest rotation, then bilinear crop): the same distribution of images, not the
+same pixels.
 """
 
 import math
 import random
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -73,6 +75,27 @@ def affine_matrix(
     return torch.tensor(rows, dtype=torch.float64)
 
 
+def largest_rotated_rect(height: float, width: float, angle: float) -> tuple[float, float]:
+    """Height and width of the largest axis-aligned rectangle, centred, inside a `height` x
+    `width` image rotated by `angle` degrees about its centre: the crop with no fill."""
+    if not (height > 0 and width > 0):
+        return 0.0, 0.0
+    sin, cos = abs(math.sin(math.radians(angle))), abs(math.cos(math.radians(angle)))
+    long, short = max(height, width), min(height, width)
+    if short <= 2 * sin * cos * long or abs(sin - cos) < 1e-10:
+        # half constrained: two corners of the rectangle touch the longer sides
+        x = short / 2
+        return (x / cos, x / sin) if width >= height else (x / sin, x / cos)
+    cos_2a = cos * cos - sin * sin  # fully constrained: all four corners on the sides
+    return (height * cos - width * sin) / cos_2a, (width * cos - height * sin) / cos_2a
+
+
+def border_free_box(height: int, width: int, angle: float) -> tuple[float, float, int, int]:
+    """The centred whole-pixel box (top, left, height, width) of `largest_rotated_rect`."""
+    h, w = (max(1, math.floor(v)) for v in largest_rotated_rect(height, width, angle))
+    return (height - h) / 2, (width - w) / 2, h, w
+
+
 def resized_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     """RandomResizedCrop's box (top, left, height, width) with the course's scale and ratio
     ranges: torchvision's algorithm, drawn with python's generator (a tenth of the cost)."""
@@ -93,12 +116,21 @@ def resized_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def stage_course(image: Tensor, size: int, shape: tuple[int, int]) -> Staged:
-    """The course preset's random parameters for one uint8 image resized to `shape`."""
+def stage_course(
+    image: Tensor, size: int, shape: tuple[int, int], *, borders: bool = False
+) -> Staged:
+    """The course preset's random parameters for one uint8 image resized to `shape`: the
+    resized-crop box drawn within the rotated image's border-free rectangle (`borders`: within
+    the whole rotated image, fill included)."""
     height, width = shape
     flip = random.random() < 0.5
     angle = random.uniform(-ROTATION, ROTATION)
-    box = resized_crop_box(height, width)
+    if borders:
+        box = resized_crop_box(height, width)
+    else:
+        top, left, h, w = border_free_box(height, width, angle)
+        inner_top, inner_left, box_h, box_w = resized_crop_box(h, w)
+        box = (top + inner_top, left + inner_left, box_h, box_w)
     factors = torch.tensor([random.uniform(1 - COLOUR, 1 + COLOUR) for _ in range(image.shape[0])])
     matrix = affine_matrix(height, width, size, flip=flip, angle=angle, box=box)
     return Staged(image, matrix, factors, size)
@@ -124,7 +156,11 @@ class Stage:
 
     def __init__(self, size: int, preset: str, resize: int) -> None:
         self.size, self.resize = size, resize
-        self.draw = {"course": stage_course, "light": stage_light}[preset]
+        self.draw = {
+            "course": stage_course,
+            "course-borders": partial(stage_course, borders=True),
+            "light": stage_light,
+        }[preset]
 
     def __call__(self, image: Tensor) -> Staged:
         if image.dtype != torch.uint8:

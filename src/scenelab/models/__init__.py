@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig
+from ..course_conv import CourseConv2d
 from ..modes import eval_mode
 from ..ops import UnfoldConv2d
 from .layers import Normalize
@@ -101,6 +102,7 @@ TORCHVISION_PREFIX = "tv:"
 CONV_LAYERS: dict[str, type[nn.Conv2d]] = {
     "native": nn.Conv2d,
     "unfold": UnfoldConv2d,  # the hand-written unfold/matmul/fold convolution (ops.py)
+    "course": CourseConv2d,  # the course assignment's layer, cols saved (course_conv.py)
 }
 
 ARCH_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.metadata.get("arch"))

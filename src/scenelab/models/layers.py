@@ -25,9 +25,10 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
     def extra_repr(self) -> str:
-        return (
-            f"mean={tuple(self.mean.flatten().tolist())}, std={tuple(self.std.flatten().tolist())}"
+        mean, std = (
+            ", ".join(f"{v:.3f}" for v in t.flatten().tolist()) for t in (self.mean, self.std)
         )
+        return f"mean=({mean}), std=({std})"
 
 
 class PatchEmbed(nn.Module):
