@@ -60,7 +60,8 @@ def test_compare_puts_the_reports_numbers_and_attack_results_beside_the_runs(run
     """A run of a course recipe gets the reports' rows; its attack/ results get a table with
     the relative drop, beside the reports' attacked numbers."""
     copy = tmp_path / "20261201-120000-simplenet-cpu"
-    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    # without the attack results other tests may have written into the shared run
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("checkpoints", "tb", "attack"))
     cfg = yaml.safe_load((copy / "config.yaml").read_text())
     cfg["train"]["name"] = "simplenet-cpu"
     (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
