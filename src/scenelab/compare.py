@@ -130,7 +130,11 @@ def _attacks(run: Path) -> list[dict[str, Any]]:
         drop = 100 * (1 - own["adv_acc1"] / own["clean_acc1"]) if own["clean_acc1"] else math.nan
         found.append(
             {"run": RunDir.short_name(run.name), "attack": path.parent.name, "drop": drop}
-            | {k: own.get(k, math.nan) for k in ATTACK_COLUMNS if k in own}
+            | {
+                k: own.get(k, math.nan)
+                for k in ATTACK_COLUMNS
+                if k not in ("run", "attack", "drop")
+            }
         )
     return found
 
