@@ -127,7 +127,7 @@ def _attacks(run: Path) -> list[dict[str, Any]]:
         own = results.get(run.name) or next(iter(results.values()), None)
         if own is None:
             continue
-        drop = 100 * (1 - own["adv_acc1"] / own["clean_acc1"]) if own["clean_acc1"] else math.nan
+        drop = _drop(own["clean_acc1"], own["adv_acc1"])
         found.append(
             {"run": RunDir.short_name(run.name), "attack": path.parent.name, "drop": drop}
             | {
@@ -137,6 +137,11 @@ def _attacks(run: Path) -> list[dict[str, Any]]:
             }
         )
     return found
+
+
+def _drop(clean: float | None, attacked: float) -> float:
+    """The relative drop of top-1 under attack, in percent (NaN without a clean top-1)."""
+    return 100 * (1 - attacked / clean) if clean else math.nan
 
 
 def reported_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,11 +165,10 @@ def attack_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         for source, clean, attacked, attacked5 in ATTACKED.get(recipe, ()):
             nan = math.nan
-            drop = 100 * (1 - attacked / clean) if clean else nan
             out.append(
                 {k: nan for k in ATTACK_COLUMNS}
                 | {"run": f"{source}: {recipe}", "attack": "the course's"}
-                | {"clean_acc1": clean or nan, "adv_acc1": attacked, "drop": drop}
+                | {"clean_acc1": clean or nan, "adv_acc1": attacked, "drop": _drop(clean, attacked)}
                 | {"adv_acc5": nan if attacked5 is None else attacked5}
             )
     return out
@@ -201,9 +205,12 @@ def table_cells(
     return list(columns.values()), [[_cell(k, r[k]) for k in columns] for r in rows]
 
 
-def write_comparison(rows: list[dict[str, Any]], out: Path, *, title: str) -> None:
+def write_comparison(
+    rows: list[dict[str, Any]], out: Path, *, title: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """results.md, results.csv, results.html, curves.png and curves_time.png in `out`, and
-    attacks.csv when a run has attack results or a report attacked its recipe."""
+    attacks.csv when a run has attack results or a report attacked its recipe. Returns the
+    rows written: the runs' with the reports' (results), and the attacks' (maybe none)."""
     table = rows + reported_rows(rows)
     _write_csv(out / "results.csv", table, COLUMNS)
     runs = [(r["run"], r["curve"]) for r in rows]
@@ -222,6 +229,7 @@ def write_comparison(rows: list[dict[str, Any]], out: Path, *, title: str) -> No
     ]
     (out / "results.md").write_text(to_markdown(title, blocks))
     (out / "results.html").write_text(to_html(title, blocks))
+    return table, attacks
 
 
 REPORTED_NOTE = (

@@ -6,15 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..compare import (
-    ATTACK_COLUMNS,
-    REPORTED_NOTE,
-    attack_rows,
-    load_run,
-    reported_rows,
-    table_cells,
-    write_comparison,
-)
+from ..compare import ATTACK_COLUMNS, REPORTED_NOTE, load_run, table_cells, write_comparison
 from ..document import format_table
 from ..report import new_folder, write_report
 from ..tracking import RunDir
@@ -49,13 +41,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     parent = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent
     out = new_folder(parent, "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     title = f"{len(rows)} runs" + (f" at epoch {args.at_epoch}" if args.at_epoch else "")
-    write_comparison(rows, out, title=title)
-    reported = reported_rows(rows)
-    header, cells = table_cells(rows + reported)
-    print(format_table(header, cells, left=(0, 1, 2)))
-    if reported:
+    table, attacks = write_comparison(rows, out, title=title)
+    print(format_table(*table_cells(table), left=(0, 1, 2)))
+    if len(table) > len(rows):  # the reports' rows follow the runs
         print(REPORTED_NOTE)
-    attacks = attack_rows(rows)
     if attacks:
         print("\nAttacks:")
         print(format_table(*table_cells(attacks, ATTACK_COLUMNS), left=(0, 1)))
