@@ -11,10 +11,13 @@ The math, for one group (groups split C and O into G independent slices):
     grad_x    = fold(grad_cols)       (B, C, H, W)     each window's gradient added back in place
 
 This module reads top to bottom: geometry (sizes and padding), the pure forward and backward
-functions, the autograd Function, the nn.Module. How they are made fast and lean (channels-last
-rows, chunks of images in reused buffers, cols recomputed in backward rather than saved) lives
-in `_conv_chunks`. It runs past 300 lines because the hand-written convolution is one concept:
-its math, forward/backward, Function and Module must read in this order in one file.
+functions, the autograd Function, the nn.Module. The math above is written in the row layout
+(one row of cols per output position), which suits channels-last activations; how it is made
+fast and lean (chunks of images in reused buffers, cols recomputed in backward rather than
+saved) lives in `_conv_chunks`. NCHW activations take the same math in F.unfold's column
+layout (`_conv_columns`), where the product reads and writes them without transposes. It runs
+past 300 lines because the hand-written convolution is one concept: its math, forward/backward,
+Function and Module must read in this order in one file.
 """
 
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
+from . import _conv_columns
 from ._conv_chunks import _CHUNK_BYTES as _CHUNK_BYTES  # re-exported: tests shrink chunks here
 
 # How the math below is made fast and lean: chunking, buffer reuse, channels-last layout.
@@ -175,6 +179,8 @@ def conv2d_unfold_forward(
     Returns:
         (B, O, Ho, Wo), a fresh tensor in x's memory format (never a view).
     """
+    if _conv_columns.uses_columns(geom, x):  # NCHW: the same product in F.unfold's layout
+        return _conv_columns.columns_forward(x, weight, bias, geom)
     chunk = _chunk_images(geom, x)
     unfold = _Unfolder(x, geom, chunk)
     w = _grouped_weight(weight, geom).transpose(1, 2)  # (G, kh*kw*C/G, O/G)
@@ -217,6 +223,8 @@ def conv2d_unfold_backward(
     Weight and bias gradients accumulate in float32 at least, so bfloat16 loses nothing to
     summing many chunks.
     """
+    if _conv_columns.uses_columns(geom, x):
+        return _conv_columns.columns_backward(grad_out, x, weight, geom, needs)
     need_x, need_w, need_b = needs
     chunk = _chunk_images(geom, x)
     g, og, kg = geom.groups, geom.out_channels // geom.groups, geom.group_width
