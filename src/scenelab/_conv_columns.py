@@ -158,7 +158,7 @@ def columns_backward(
             grad_b += rows.sum((0, 3), dtype=acc)
         if need_w:  # grad_W += sum over images of grad_out_b @ cols_b.T, as one product:
             cols = unfold(start, stop)  # (G, K/G, n*L)
-            grads = _scratch(grad_out, (g, og, n, positions), "grad_rows")
+            grads = _scratch(grad_out, (g, og, n, positions), "rows")
             grads.copy_(rows.permute(1, 2, 0, 3))  # (G, O/G, n, L): the images side by side
             _accumulate(grad_w, grads.view(g, og, n * positions), cols.transpose(1, 2))
         if need_x:
