@@ -26,8 +26,17 @@ from .explain import (
     smoothgrad,
 )
 from .explain_score import score_methods
+from .export import export_model
+from .inference import load_run, predict
 from .metrics import mask_energy, pointing_game
-from .models import MODELS, build_model, count_flops, count_parameters, load_pretrained
+from .models import (
+    MODELS,
+    build_model,
+    count_flops,
+    count_parameters,
+    load_pretrained,
+    register_model,
+)
 from .ops import UnfoldConv2d, conv2d_unfold
 from .optim import build_optimizer, build_scheduler
 from .overlays import heat_overlay, red_overlay
@@ -65,6 +74,7 @@ __all__ = [
     "course_units",
     "evaluate",
     "evaluate_attack",
+    "export_model",
     "fgsm",
     "fit",
     "grad_cam",
@@ -72,12 +82,15 @@ __all__ = [
     "integrated_gradients",
     "least_likely_target",
     "load_checkpoint",
+    "load_run",
     "load_pretrained",
     "mask_energy",
     "pgd",
     "pointing_game",
+    "predict",
     "random_target",
     "red_overlay",
+    "register_model",
     "robust_accuracy",
     "saliency",
     "save_checkpoint",

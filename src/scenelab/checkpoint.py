@@ -3,8 +3,8 @@
 A checkpoint holds `model`, `optimizer`, `scheduler` (state dicts), the fields of `FitState`
 (where the run stands: epochs done and planned, steps, best top-1, running totals, and a step
 checkpoint's position in its epoch), `config` (the run's nested config dict), `classes`
-(names) and `model_name`. Nothing is pickled beyond tensors and primitives, so
-`torch.load(weights_only=True)` reads it.
+(names), `model_name` and `model_source` (where a registered model's builder lives). Nothing
+is pickled beyond tensors and primitives, so `torch.load(weights_only=True)` reads it.
 """
 
 import math
@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from .budget import TimeBudget
 from .config import RunConfig
 from .metrics import RunningSums
-from .models import build_model
+from .models import build_model, ensure_registered, model_source
 from .runtime import Precision, any_process, gather_objects, rank, rng_state
 from .tracking import EpochLog, RunDir
 
@@ -155,6 +155,7 @@ def fresh_model(state: dict[str, Any]) -> nn.Module:
     """The checkpoint's architecture, freshly initialised (random weights), built as trained:
     a ViT's position table has the training resolution and resizes itself to other inputs."""
     cfg = RunConfig.from_dict(state["config"])
+    ensure_registered(cfg.model.model, state.get("model_source"))
     return build_model(cfg.model, len(state["classes"]), cfg.data.resolved_image_size)
 
 
@@ -209,6 +210,7 @@ class Checkpointer:
             "config": cfg.to_dict(),
             "classes": list(self.classes),
             "model_name": cfg.model.model,
+            "model_source": model_source(cfg.model.model),
         }
         save_checkpoint(self.run.last, checkpoint)
         if improved:

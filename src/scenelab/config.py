@@ -71,7 +71,9 @@ class ModelConfig:
     builder); None means the model's own default."""
 
     model: str = option(
-        "simplenet", "registry name (see `scenelab models`) or tv:NAME (torchvision)"
+        "simplenet",
+        "registry name (see `scenelab models`), tv:NAME (torchvision) or package.module:Name "
+        "(your own nn.Module class or factory taking num_classes)",
     )
     conv: str = option(
         "native",
@@ -353,7 +355,7 @@ class RunConfig:
             )
         values = {
             "image_size": size,
-            "name": self.train.name or self.model.model,
+            "name": self.train.name or self.model.model.rpartition(":")[2],  # tv:NAME, pkg:Name
             "adv_eval_limit": self.adv.eval_limit,
         }
         adv = self.adv

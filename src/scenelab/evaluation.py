@@ -55,7 +55,7 @@ def evaluate(
             y = y.to(device, non_blocking=True)
             with precision.autocast():
                 logits = _halving_on_oom(
-                    lambda part: _predict(model, part, tta, tta_mean), x
+                    lambda part: tta_logits(model, part, tta, tta_mean), x
                 ).float()
             sums.add(len(y), **batch_stats(logits, y, F.cross_entropy(logits, y)))
             if num_classes:
@@ -66,7 +66,8 @@ def evaluate(
     return metrics
 
 
-def _predict(model: nn.Module, x: Tensor, tta: bool, tta_mean: str = "logits") -> Tensor:
+def tta_logits(model: nn.Module, x: Tensor, tta: bool, tta_mean: str = "logits") -> Tensor:
+    """The model's logits for x; with `tta`, averaged with its mirror's (see `evaluate`)."""
     logits = model(x)
     if not tta:
         return logits

@@ -6,6 +6,7 @@ group of subcommands; each adds its parsers with `add_parsers`.
 """
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import time
@@ -14,14 +15,22 @@ from ..checkpoint import CheckpointError
 from ..data import DatasetError
 from ..report import ReportError
 from ..train import TrainingError
-from . import attack, bench, data, explain, models, recipes, results, train
+from . import attack, bench, data, explain, export, models, predict, recipes, results, train
 from .control import process_age
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("scenelab")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"scenelab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train, models, explain, attack, results, data, bench, recipes):
+    for module in (train, predict, models, explain, attack, export, results, data, bench, recipes):
         module.add_parsers(sub)
     return parser
 
@@ -30,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command line (`argv` None: the process's arguments; a --time-budget then counts from
     the process's start, and from this call otherwise)."""
     started = time.perf_counter() - (process_age() if argv is None else 0.0)
+    if "" not in sys.path and os.getcwd() not in sys.path:  # --model mymodule:Net, as python -m
+        sys.path.insert(0, os.getcwd())
     args = build_parser().parse_args(argv)
     args.started = started
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":

@@ -4,9 +4,11 @@ Each model's recipe lives in one `ModelSpec`. A builder takes the class count an
 arguments it names among `conv_layer`, `img_size`, `freeze_backbone` and the architecture fields
 of ModelConfig; `build_model` passes exactly those, so a setting that does not apply to a model
 is an error, never silently ignored. `tv:NAME` builds the spec of any torchvision
-classification model by name (e.g. `tv:resnet50`).
+classification model by name (e.g. `tv:resnet50`); `package.module:Name` a user's nn.Module
+class or factory, and `register_model` adds one under a name of its own, as timm's does.
 """
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -123,6 +125,8 @@ __all__ = [
     "WeightsError",
     "build_model",
     "count_flops",
+    "model_source",
+    "register_model",
     "count_parameters",
     "load_pretrained",
     "model_spec",
@@ -132,14 +136,101 @@ __all__ = [
 ]
 
 
+def _doc_line(build: Callable) -> str:
+    return (inspect.getdoc(build) or "").split("\n")[0]
+
+
+def register_model(
+    build: Callable[..., nn.Module] | None = None,
+    *,
+    name: str | None = None,
+    description: str = "",
+    optim: Mapping[str, Any] | None = None,
+):
+    """Add a model to the registry, as timm's `@register_model`: `--model NAME` then builds it.
+
+        @register_model
+        def tinynet(num_classes: int) -> nn.Module: ...
+
+    `build` (a class or factory) takes `num_classes`, and `img_size` or `conv_layer` if it names
+    them. The name is `name` or the builder's own; the description its docstring's first line;
+    `optim` its own optimiser defaults (as the ViTs' AdamW). Checkpoints record where the builder
+    lives (`model_source`), so `load_run` finds it again in a new process.
+    """
+
+    def add(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or build.__name__
+        if key in MODELS and MODELS[key].build is not build:
+            raise ValueError(f"a model named {key!r} is already registered; pick another name")
+        _check_builder(key, build)
+        MODELS[key] = ModelSpec(build, description or _doc_line(build), dict(optim or {}))
+        return build
+
+    return add(build) if build is not None else add
+
+
+def _check_builder(name: str, build: object) -> None:
+    if not callable(build):
+        raise ValueError(f"model {name}: {build!r} is not a class or function")
+    if "num_classes" not in inspect.signature(build).parameters:
+        raise ValueError(
+            f"model {name}: {getattr(build, '__qualname__', build)} must take a num_classes "
+            "argument (the size of its output)"
+        )
+
+
+def _imported_spec(name: str) -> ModelSpec:
+    """The spec of `package.module:Name`, a user's nn.Module class or factory."""
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(
+            f"--model {name}: cannot import {module_name} ({e}); run from the folder that holds "
+            "it, add that folder to PYTHONPATH, or install its package"
+        ) from None
+    build: Any = module
+    for part in attr.split("."):
+        build = getattr(build, part, None)
+    if build is None:
+        raise ValueError(f"--model {name}: {module_name} has no {attr!r}")
+    _check_builder(name, build)
+    return ModelSpec(build, _doc_line(build) or f"{attr} from {module_name}")
+
+
+def model_source(name: str) -> str | None:
+    """`module:qualname` of a registered model's builder, for checkpoints (None: built in)."""
+    if name.startswith(TORCHVISION_PREFIX) or ":" in name or name not in MODELS:
+        return None
+    build = MODELS[name].build
+    module = getattr(build, "__module__", "")
+    return None if module.startswith("scenelab.") else f"{module}:{build.__qualname__}"
+
+
+def ensure_registered(name: str, source: str | None) -> None:
+    """Import the module of `source` when `name` is not registered yet (a checkpoint of a model
+    registered in another process); its `@register_model` registers it."""
+    if source and name not in MODELS and ":" not in name:
+        try:
+            importlib.import_module(source.partition(":")[0])
+        except ImportError as e:
+            raise ValueError(
+                f"model {name} was registered by {source}, which cannot be imported here ({e})"
+            ) from None
+
+
 def model_spec(name: str) -> ModelSpec:
-    """The spec of `name`: a registry name or tv:NAME. Unknown names are a ValueError."""
+    """The spec of `name`: a registry name, tv:NAME or package.module:Name (a ValueError when
+    unknown)."""
     if name.startswith(TORCHVISION_PREFIX):
         return _torchvision_spec(name.removeprefix(TORCHVISION_PREFIX))
+    if ":" in name:
+        return _imported_spec(name)
     if name not in MODELS:
         raise ValueError(
-            f"unknown model {name!r}; choose from {', '.join(MODELS)} or tv:NAME for a "
-            "torchvision classification model (e.g. tv:resnet50)"
+            f"unknown model {name!r}; choose from {', '.join(MODELS)}, tv:NAME for a "
+            "torchvision classification model (e.g. tv:resnet50), or package.module:Name for "
+            "your own nn.Module"
         )
     return MODELS[name]
 
