@@ -217,8 +217,8 @@ def test_pointing_game_mask_energy_and_rank_correlation_known_answers():
 
 def test_method_label_records_the_settings_that_change_the_pictures():
     assert method_label(ExplainConfig()) == "saliency-loss-max"
-    cfg = ExplainConfig(method="smoothgrad", samples=4, stdev=0.2, alpha=3, per_image=True)
-    assert method_label(cfg) == "smoothgrad-loss-max-n4-s0.2-a3-per-image"
+    cfg = ExplainConfig(method="smoothgrad", samples=4, stdev=0.2, threshold=3, per_image=True)
+    assert method_label(cfg) == "smoothgrad-loss-max-n4-s0.2-t3-per-image"
     assert (
         method_label(ExplainConfig(method="grad_cam", layer="features.3")) == "grad_cam-features.3"
     )

@@ -36,7 +36,9 @@ class ExplainConfig:
         "which validation images: all, correctly or wrongly classified",
         choices=("all", "correct", "wrong"),
     )
-    alpha: float = option(2.0, "red overlay where the map exceeds alpha x its mean")
+    threshold: float = option(
+        2.0, "red overlay where the map exceeds this many times its mean (the course: 2)"
+    )
     per_image: bool = option(False, "red overlay: mean of each map instead of all maps together")
     seed: int = option(0, "seed for smoothgrad's noise and the randomised model of --score")
 

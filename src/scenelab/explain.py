@@ -278,8 +278,8 @@ def method_label(cfg: ExplainConfig) -> str:
         "grad_cam": [cfg.layer or "last"],
         "attention_rollout": [],
     }[cfg.method]
-    if cfg.alpha != ExplainConfig.alpha:  # the red overlay's settings, where not the course's
-        settings.append(f"a{cfg.alpha:g}")
+    if cfg.threshold != ExplainConfig.threshold:  # the red overlay's, where not the course's
+        settings.append(f"t{cfg.threshold:g}")
     if cfg.per_image:
         settings.append("per-image")
     return "-".join([cfg.method, *settings])

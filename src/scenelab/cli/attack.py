@@ -283,7 +283,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="adversarial examples and robust accuracy; --eps-sweep")
     add_checkpoint_flags(p, "attack")
-    p.add_argument("--config", help="YAML recipe of attack settings; flags override it")
+    p.add_argument("-c", "--config", help="YAML recipe of attack settings; flags override it")
     p.add_argument(
         "--compare-checkpoint",
         nargs="+",

@@ -72,7 +72,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     preds = predict(model, images)
     torch.manual_seed(ecfg.seed)
     maps = compute_maps(model, images, ecfg, preds)
-    overlays = red_overlay(images, maps, alpha=ecfg.alpha, per_image=ecfg.per_image)
+    overlays = red_overlay(images, maps, alpha=ecfg.threshold, per_image=ecfg.per_image)
     if labels is not None:
         truths = [f"true {classes[i]}" for i in labels.tolist()]
     else:

@@ -27,12 +27,38 @@ def _number(text: str) -> float:
         ) from None
 
 
+# Help-group titles of the config sections (any other class: its name without "Config")
+GROUP_TITLES = {
+    "DataConfig": "data",
+    "ModelConfig": "model",
+    "OptimConfig": "optimiser",
+    "TrainConfig": "training",
+    "AdvConfig": "adversarial training",
+    "ExplainConfig": "explain",
+    "AttackConfig": "attack",
+}
+
+# The short names users bring from timm's and torchvision's training scripts
+ALIASES = {
+    "batch_size": ["-b"],
+    "workers": ["-j"],
+    "weight_decay": ["--wd"],
+    "image_size": ["--img-size"],
+    "optimizer": ["--opt"],
+}
+
+
+def group_title(cls: type) -> str:
+    name = cls.__name__
+    return GROUP_TITLES.get(name, "benchmark" if name.endswith("BenchConfig") else name)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
     """One flag per dataclass field; unset flags stay out of the namespace (SUPPRESS), so the
     layering defaults < --config file < command line happens in `RunConfig.override`."""
     choices = {"conv": list(CONV_LAYERS)}
     for cls in classes:
-        group = parser.add_argument_group(cls.__name__)
+        group = parser.add_argument_group(group_title(cls))
         hints = get_type_hints(cls)
         for f in fields(cls):
             kind = field_kind(hints[f.name])
@@ -48,7 +74,8 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
             else:
                 kwargs["type"] = _number if kind is float else kind
                 kwargs["choices"] = choices.get(f.name, f.metadata.get("choices"))
-            group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+            names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
+            group.add_argument(*names, **kwargs)
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser, results: str) -> None:

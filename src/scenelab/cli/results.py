@@ -2,9 +2,12 @@
 RUN_DIR...` (the results table across runs and their validation curves)."""
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from ..compare import ATTACK_COLUMNS, REPORTED_NOTE, load_run, table_cells, write_comparison
 from ..document import format_table
@@ -36,9 +39,72 @@ def refresh_report(run: RunDir) -> None:
     print(f"Report: {html}")
 
 
+def _is_run(folder: Path) -> bool:
+    return RunDir(folder).config.is_file()  # a finished run, or one still training
+
+
+def _run_folders(paths: list[str]) -> list[Path]:
+    """The run folders among `paths`; compare's and bench's own output folders, and any folder
+    that is not a finished run, are skipped with a note (so `compare runs/*` works)."""
+    runs = []
+    for path in map(Path, paths):
+        if _is_run(path):
+            runs.append(path)
+        elif path.is_dir():
+            print(f"skipping {path}: not a run folder (no config.yaml)")
+        else:
+            raise ValueError(f"{path} is not a run folder (runs/<time>-<name>/)")
+    return runs
+
+
+def _run_row(folder: Path) -> list[str]:
+    """run, model, data, epochs, best top-1 and date of a run folder; a run still training
+    (no summary.json yet) shows its config's settings and "not finished"."""
+    run = RunDir(folder)
+    done = run.summary.is_file()
+    if done:
+        info = json.loads(run.summary.read_text())
+    else:
+        cfg = yaml.safe_load(run.config.read_text()) or {}
+        info = {
+            k: v
+            for section in cfg.values()
+            if isinstance(section, dict)
+            for k, v in section.items()
+        }
+    stamp = time.localtime((run.summary if done else run.config).stat().st_mtime)
+    best = info.get("best_val_acc1")
+    return [
+        folder.name,
+        str(info.get("model", "?")),
+        str(info.get("data", "?")),
+        str(info.get("epochs", "?")),
+        f"{best:.2f}" if isinstance(best, int | float) else "-",
+        time.strftime("%Y-%m-%d %H:%M", stamp) + ("" if done else " (not finished)"),
+    ]
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder; give the --out-dir of your runs (default: runs)")
+    rows = [_run_row(p) for p in sorted(root.iterdir()) if p.is_dir() and _is_run(p)]
+    if not rows:
+        print(f"no run folders in {root}")
+        return 0
+    header = ["run", "model", "data", "epochs", "best top-1", "date"]
+    print(format_table(header, rows, left=(0, 1, 2, 5)))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    rows = [load_run(run, args.at_epoch) for run in args.runs]
-    parent = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent
+    runs = _run_folders(args.runs)
+    if not runs:
+        raise ValueError(
+            f"{', '.join(args.runs)} is not a run folder; give runs/<time>-<name>/ folders"
+        )
+    rows = [load_run(run, args.at_epoch) for run in runs]
+    parent = Path(args.out) if args.out else runs[0].resolve().parent
     out = new_folder(parent, "compare-" + time.strftime("%Y%m%d-%H%M%S"))
     title = f"{len(rows)} runs" + (f" at epoch {args.at_epoch}" if args.at_epoch else "")
     table, attacks = write_comparison(rows, out, title=title)
@@ -54,6 +120,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list run folders: model, data, epochs, best top-1, date")
+    p.add_argument("dir", nargs="?", default="runs", help="folder of run folders (default: runs)")
+    p.set_defaults(func=cmd_runs)
+
     p = sub.add_parser("report", help="(re)build report.html and report.md in run folders")
     p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
     p.set_defaults(func=cmd_report)

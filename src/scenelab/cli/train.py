@@ -268,7 +268,9 @@ def _resume_command(run: RunDir, dist: runtime.Distributed) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model; writes a run folder")
-    p.add_argument("--config", help="YAML recipe; flags given on the command line override it")
+    p.add_argument(
+        "-c", "--config", help="YAML recipe; flags given on the command line override it"
+    )
     p.add_argument("--resume", help="continue the run of this checkpoint (its last.pt)")
     p.add_argument(
         "--print-config",

@@ -1,0 +1,70 @@
+"""The command-line conventions: --version, timm/torchvision aliases, named help groups,
+`scenelab runs`, and `compare` over a folder that holds its own outputs."""
+
+import shutil
+
+import pytest
+import yaml
+
+from scenelab.cli import build_parser, main
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("scenelab 0.")
+
+
+def test_the_short_names_from_timm_and_torchvision_set_the_same_settings(capsys):
+    flags = ["-b", "32", "-j", "0", "--wd", "0.01", "--img-size", "48", "--opt", "adamw"]
+    assert main(["train", "-c", "simplenet", *flags, "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["data"]["batch_size"] == 32 and cfg["data"]["workers"] == 0
+    assert cfg["data"]["image_size"] == 48 and cfg["optim"]["weight_decay"] == 0.01
+    assert cfg["optim"]["optimizer"] == "adamw" and cfg["train"]["epochs"] == 60  # the recipe's
+
+
+@pytest.mark.parametrize(
+    "command, groups",
+    [
+        (["train"], ["data", "model", "optimiser", "training", "adversarial training"]),
+        (["explain"], ["explain", "data"]),
+        (["attack"], ["attack", "data"]),
+        (["bench", "conv"], ["benchmark"]),
+    ],
+)
+def test_help_groups_are_named_for_people(command, groups):
+    sub = build_parser()._subparsers._group_actions[0].choices[command[0]]
+    if len(command) > 1:
+        sub = sub._subparsers._group_actions[0].choices[command[1]]
+    help_text = sub.format_help()
+    for group in groups:
+        assert f"\n{group}:\n" in help_text
+    assert "Config:" not in help_text
+
+
+def test_explain_names_its_overlay_threshold_apart_from_the_attack_step():
+    explain = build_parser()._subparsers._group_actions[0].choices["explain"].format_help()
+    assert "--threshold" in explain and "--alpha" not in explain
+
+
+def test_runs_lists_run_folders_and_compare_skips_its_own_outputs(run, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(run, runs / run.name)
+    assert main(["compare", str(runs / run.name), "--out", str(runs)]) == 0
+    (compare,) = runs.glob("compare-*")
+    capsys.readouterr()
+    assert main(["runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert run.name in out and "simplenet" in out and "synthetic" in out
+    assert "compare-" not in out
+    assert main(["compare", *map(str, sorted(runs.iterdir())), "--out", str(tmp_path)]) == 0
+    assert f"skipping {compare}: not a run folder" in capsys.readouterr().out
+    (runs / run.name / "summary.json").unlink()  # as while the run is still training
+    assert main(["runs", str(runs)]) == 0
+    assert "(not finished)" in capsys.readouterr().out
+
+
+def test_runs_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere is not a folder" in capsys.readouterr().err
