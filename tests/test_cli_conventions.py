@@ -2,6 +2,8 @@
 `scenelab runs`, and `compare` over a folder that holds its own outputs."""
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -68,3 +70,39 @@ def test_runs_lists_run_folders_and_compare_skips_its_own_outputs(run, tmp_path,
 def test_runs_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "nowhere is not a folder" in capsys.readouterr().err
+
+
+def test_help_imports_no_torch_so_it_answers_at_once():
+    """Help is built from the config dataclasses alone; each command's module (and torch) is
+    imported when the command runs. (How long it takes is `time scenelab --help`.)"""
+    code = (
+        "import sys\n"
+        "from scenelab.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['bench', 'conv', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, 'help imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_help_s_choices_are_the_registries():
+    from scenelab.cli.commands import EXPORT_FORMATS
+    from scenelab.config import CONVS
+    from scenelab.export import FORMATS
+    from scenelab.models import CONV_LAYERS
+
+    assert tuple(CONV_LAYERS) == CONVS and set(FORMATS) == set(EXPORT_FORMATS)
+
+
+def test_eval_explain_and_attack_list_no_training_only_flags():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("eval", "explain", "attack"):
+        text = commands[name].format_help()
+        assert (
+            "--augment" not in text and "--cache-images" not in text and "--synth-train" not in text
+        )
+        assert "--data-root" in text and "--workers" in text

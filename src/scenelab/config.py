@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("course", "course-borders", "light", "none")
 BAD_IMAGE = ("error", "skip")
 TTA_MEANS = ("logits", "softmax")
+CONVS = ("native", "unfold", "course")  # the keys of models.CONV_LAYERS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +80,7 @@ class ModelConfig:
         "native",
         "convolution of the CNNs: native (nn.Conv2d), unfold (the hand-written one) or course "
         "(the course assignment's layer, its unfolded input saved for backward)",
+        choices=CONVS,
     )
     pretrained: bool = option(False, "start from torchvision's ImageNet weights (downloaded once)")
     weights: str | None = option(None, "start from this torchvision state-dict file (offline)")

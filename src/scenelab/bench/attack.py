@@ -15,8 +15,8 @@ from torch import Tensor
 
 from ..attack import fgsm, least_likely_target, pgd
 from ..document import format_table
-from . import model_and_images, paired_ms, ratio
 from .config import AttackBenchConfig
+from .harness import model_and_images, paired_ms, ratio
 
 L2_EPS = 0.5
 NOTE = (

@@ -22,8 +22,8 @@ from ..config import ModelConfig, OptimConfig
 from ..document import format_table
 from ..models import CONV_LAYERS, build_model
 from ..optim import build_optimizer
-from . import fresh_peak_memory, random_batch, ratio, timed_steps
 from .config import ConvBenchConfig
+from .harness import fresh_peak_memory, random_batch, ratio, timed_steps
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Timer
 from ..train import train_one_epoch
-from . import paired_ms
 from .config import DataBenchConfig
+from .harness import paired_ms
 
 
 def _data_config(cfg: DataBenchConfig, workers: int) -> DataConfig:

@@ -16,8 +16,8 @@ from ..analysis_config import ExplainConfig
 from ..document import format_table
 from ..explain import compute_maps, default_cam_layer, is_vit
 from ..explain_score import applicable_methods
-from . import model_and_images, paired_ms, ratio
 from .config import ExplainBenchConfig
+from .harness import model_and_images, paired_ms, ratio
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from ..models import (
     optim_defaults,
 )
 from ..optim import build_optimizer
-from . import fresh_peak_memory, random_batch, timed_steps
 from .config import ModelsBenchConfig
+from .harness import fresh_peak_memory, random_batch, timed_steps
 
 
 @dataclass(frozen=True)

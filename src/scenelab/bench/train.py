@@ -21,8 +21,8 @@ from ..models import build_model, optim_defaults
 from ..optim import build_optimizer
 from ..runtime import Precision, Timer
 from ..train import train_one_epoch
-from . import random_batch
 from .config import TrainBenchConfig
+from .harness import random_batch
 
 SWITCHES = ("plain", "channels_last", "bf16", "accum2", "ema", "compile")
 

@@ -1,8 +1,9 @@
 """The `scenelab` command line: the only package that reads argv, picks a device and prints.
 
 Each subcommand builds configs from flags (generated from the config dataclasses), calls library
-functions and writes results into a run folder, then prints where they are. One module per
-group of subcommands; each adds its parsers with `add_parsers`.
+functions and writes results into a run folder, then prints where they are. `commands` holds
+the whole command surface without importing torch, so help answers at once; one module per
+group of subcommands holds what they do, imported when one of them runs.
 """
 
 import argparse
@@ -11,11 +12,7 @@ import os
 import sys
 import time
 
-from ..checkpoint import CheckpointError
-from ..data import DatasetError
-from ..report import ReportError
-from ..train import TrainingError
-from . import attack, bench, data, explain, export, models, predict, recipes, results, train
+from .commands import add_commands
 from .control import process_age
 
 
@@ -29,10 +26,17 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"scenelab {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train, predict, models, explain, attack, export, results, data, bench, recipes):
-        module.add_parsers(sub)
+    add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
+
+
+def _for_the_user(error: Exception) -> bool:
+    """Whether `error` is a message for the user (bad input or settings, not a bug): a
+    ValueError (DatasetError, CheckpointError, ReportError, ... are ones) or a TrainingError."""
+    train = sys.modules.get("scenelab.train")  # imported by then if the command trains
+    return isinstance(error, ValueError) or (
+        train is not None and isinstance(error, train.TrainingError)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (DatasetError, CheckpointError, TrainingError, ReportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _for_the_user(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -31,7 +31,7 @@ from ..fields import coerce_fields
 from ..plots import figure_pixels, image_grid, plot_robustness, pyplot
 from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
-from .flags import add_checkpoint_flags, add_config_flags, given, load_yaml
+from .flags import given, load_yaml
 from .results import refresh_report
 
 
@@ -278,17 +278,3 @@ def cmd_attack(args: argparse.Namespace) -> int:
     print(f"\nResults: {out}  (metrics.json, grid.png; TensorBoard: attack/)")
     refresh_report(run)
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("attack", help="adversarial examples and robust accuracy; --eps-sweep")
-    add_checkpoint_flags(p, "attack")
-    p.add_argument("-c", "--config", help="YAML recipe of attack settings; flags override it")
-    p.add_argument(
-        "--compare-checkpoint",
-        nargs="+",
-        metavar="PATH",
-        help="attack other models on the same images, side by side",
-    )
-    add_config_flags(p, AttackConfig, DataConfig)
-    p.set_defaults(func=cmd_attack)

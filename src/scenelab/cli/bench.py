@@ -24,7 +24,7 @@ from ..bench.config import (
     ModelsBenchConfig,
     TrainBenchConfig,
 )
-from .flags import add_config_flags, given
+from .flags import given
 
 
 def _config_and_device(args: argparse.Namespace, cls: type) -> tuple[Any, torch.device]:
@@ -152,28 +152,3 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     model_only, end_to_end = data_bench.training_rates(cfg, subset, num_classes, device)
     print(data_bench.table(rates, model_only, end_to_end))
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    benches = sub.add_parser("bench", help="benchmarks: times, memory and ratios in one run")
-    benches = benches.add_subparsers(dest="bench", required=True)
-    p = benches.add_parser(
-        "conv", help="nn.Conv2d vs the hand-written UnfoldConv2d and the course's layer"
-    )
-    add_config_flags(p, ConvBenchConfig)
-    p.set_defaults(func=cmd_bench_conv)
-    p = benches.add_parser("models", help="training step time and memory of every model")
-    add_config_flags(p, ModelsBenchConfig)
-    p.set_defaults(func=cmd_bench_models)
-    p = benches.add_parser("explain", help="saliency methods against captum's")
-    add_config_flags(p, ExplainBenchConfig)
-    p.set_defaults(func=cmd_bench_explain)
-    p = benches.add_parser("data", help="input pipeline throughput against the model's")
-    add_config_flags(p, DataBenchConfig)
-    p.set_defaults(func=cmd_bench_data)
-    p = benches.add_parser("train", help="the training loop's speed switches against plain")
-    add_config_flags(p, TrainBenchConfig)
-    p.set_defaults(func=cmd_bench_train)
-    p = benches.add_parser("attack", help="PGD and FGSM against torchattacks'")
-    add_config_flags(p, AttackBenchConfig)
-    p.set_defaults(func=cmd_bench_attack)

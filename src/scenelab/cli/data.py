@@ -14,7 +14,7 @@ from ..data.miniplaces import MiniPlaces, write_miniplaces
 from ..data.synthetic import CLASSES, iter_scenes
 from ..plots import plot_samples
 from ..tracking import Console
-from .flags import add_config_flags, given
+from .flags import given
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -116,31 +116,3 @@ def cmd_data_download(args: argparse.Namespace) -> int:
         f"--data-root {root}"
     )
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="action", required=True)
-    p = data.add_parser("synth", help="write the synthetic scenes in the MiniPlaces layout")
-    p.add_argument("--out", required=True, help="output root")
-    p.add_argument("--train", type=int, default=1000, help="training images (default: 1000)")
-    p.add_argument("--val", type=int, default=200, help="validation images (default: 200)")
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
-    p.add_argument("--classes", type=int, default=10, help="number of classes, at most 10")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
-    p.set_defaults(func=cmd_data_synth)
-    p = data.add_parser("show", help="a grid of sample images with their class names")
-    p.add_argument("--split", default="train", help="split to draw from (default: train)")
-    p.add_argument("--num", type=int, default=16, help="images in the grid (default: 16)")
-    p.add_argument("--seed", type=int, default=0, help="which images (default: 0)")
-    p.add_argument(
-        "--augmented", action="store_true", help="show them with the training augmentation"
-    )
-    p.add_argument("--out", default="samples.png", help="the picture (default: samples.png)")
-    add_config_flags(p, DataConfig)
-    p.set_defaults(func=cmd_data_show)
-    p = data.add_parser("download", help="download MiniPlaces (images and list files)")
-    p.add_argument("dataset", choices=["miniplaces"], help="the dataset")
-    p.add_argument("--root", required=True, help="where to install it")
-    p.add_argument("--mirror", help="fetch the same file names from this base URL instead")
-    p.add_argument("--sha256", nargs="+", metavar="NAME=HEX", help="pin a file's SHA-256")
-    p.set_defaults(func=cmd_data_download)

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from .. import runtime
 from ..checkpoint import load_checkpoint, trained_model
-from ..config import TTA_MEANS, DataConfig
+from ..config import DataConfig
 from ..data import build_dataset, build_loader, check_classes
 from ..evaluation import evaluate
 from ..report import write_evaluation
 from ..tracking import RunDir
-from .flags import add_checkpoint_flags, add_config_flags, given
+from .flags import given
 from .results import refresh_report
 
 
@@ -50,18 +50,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.out:
         refresh_report(run)
     return 0
-
-
-def add_eval_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per-class, confusion")
-    add_checkpoint_flags(p, "eval")
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument(
-        "--tta-mean",
-        default="logits",
-        choices=TTA_MEANS,
-        help="flip TTA averages the logits (the course template's) or the softmax probabilities",
-    )
-    add_config_flags(p, DataConfig)
-    p.set_defaults(func=cmd_eval)

@@ -22,7 +22,7 @@ from ..overlays import red_overlay
 from ..plots import explain_grid, figure_pixels, pyplot
 from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
-from .flags import add_checkpoint_flags, add_config_flags, given
+from .flags import given
 from .results import refresh_report
 
 
@@ -142,12 +142,3 @@ def _score(model, cfg: RunConfig, ecfg: ExplainConfig, checkpoint, parent: Path,
         f"it (chance: the masks' area); rank corr: trained vs re-initialised model's maps "
         f"(sanity passes below {SANITY_MAX_CORRELATION})\n\nResults: {out / 'score.csv'}"
     )
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="saliency maps and overlays; --score for their quality")
-    add_checkpoint_flags(p, "explain")
-    p.add_argument("--images", nargs="+", help="image files to explain instead of val images")
-    p.add_argument("--score", action="store_true", help="score every method against masks")
-    add_config_flags(p, ExplainConfig, DataConfig)
-    p.set_defaults(func=cmd_explain)

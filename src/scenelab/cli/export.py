@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint, trained_model
-from ..export import FORMATS, export_model
+from ..export import export_model
 from ..inference import find_checkpoint
 
 
@@ -24,24 +24,3 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(f"\nExported: {path}  (with classes.json and preprocessing.json beside it)")
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export", help="the model as TorchScript, ONNX or torch.export, for deploying"
-    )
-    p.add_argument(
-        "--checkpoint",
-        "--run",
-        required=True,
-        help="a checkpoint file, or a run folder (its best.pt, else last.pt)",
-    )
-    p.add_argument(
-        "--format",
-        default="exported-program",
-        choices=list(FORMATS),
-        help="torchscript (torch.jit.script), onnx (needs the export extra) or exported-program "
-        "(torch.export; default)",
-    )
-    p.add_argument("--out", help="output folder (default: <run>/export/)")
-    p.set_defaults(func=cmd_export)

@@ -8,7 +8,6 @@ from typing import Any, get_type_hints
 import yaml
 
 from ..fields import field_kind, parse_ints, parse_number
-from ..models import CONV_LAYERS
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -53,14 +52,18 @@ def group_title(cls: type) -> str:
     return GROUP_TITLES.get(name, "benchmark" if name.endswith("BenchConfig") else name)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """One flag per dataclass field; unset flags stay out of the namespace (SUPPRESS), so the
-    layering defaults < --config file < command line happens in `RunConfig.override`."""
-    choices = {"conv": list(CONV_LAYERS)}
+def add_config_flags(
+    parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per dataclass field (but those in `skip`); unset flags stay out of the
+    namespace (SUPPRESS), so the layering defaults < --config file < command line happens in
+    `RunConfig.override`."""
     for cls in classes:
         group = parser.add_argument_group(group_title(cls))
         hints = get_type_hints(cls)
         for f in fields(cls):
+            if f.name in skip:
+                continue
             kind = field_kind(hints[f.name])
             kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
             default = "the model's" if f.metadata.get("arch") else f.default
@@ -73,7 +76,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
                 kwargs.update(type=_ints, metavar="N,N")
             else:
                 kwargs["type"] = _number if kind is float else kind
-                kwargs["choices"] = choices.get(f.name, f.metadata.get("choices"))
+                kwargs["choices"] = f.metadata.get("choices")
             names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
             group.add_argument(*names, **kwargs)
 

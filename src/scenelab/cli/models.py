@@ -71,19 +71,3 @@ def _show(args: argparse.Namespace) -> int:
     flops = count_flops(model, args.image_size) / 1e9
     print(f"\ntotal: {count_parameters(model):,} parameters, {flops:.3f} GFLOPs per image")
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the models: parameters, FLOPs, default optimiser")
-    p.add_argument("--image-size", type=int, default=128, help="input size (default: 128)")
-    p.add_argument("--num-classes", type=int, default=100, help="head classes (default: 100)")
-    p.add_argument("--torchvision", action="store_true", help="list the tv:NAME models too")
-    p.add_argument(
-        "--show",
-        metavar="NAME",
-        help="one model's layers: type, output shape at --image-size and parameters",
-    )
-    p.add_argument(
-        "--conv", default="native", help="--show: the CNNs' convolution (default: native)"
-    )
-    p.set_defaults(func=cmd_models)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .. import runtime
-from ..config import TTA_MEANS
 from ..document import format_table
 from ..inference import FilePrediction, find_checkpoint, find_images, load_run, predict_files
 from ..tracking import Console
@@ -96,31 +95,3 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="top-k classes of your own images, with probabilities")
-    p.add_argument("images", nargs="+", help="image files, folders (searched recursively), globs")
-    p.add_argument(
-        "--checkpoint",
-        "--run",
-        required=True,
-        help="a checkpoint file, or a run folder (its best.pt, else last.pt)",
-    )
-    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument(
-        "--tta-mean",
-        default="logits",
-        choices=TTA_MEANS,
-        help="flip TTA averages the logits (default) or the softmax probabilities",
-    )
-    p.add_argument(
-        "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
-    )
-    p.add_argument(
-        "-j", "--workers", type=int, default=2, help="image-decoding processes (default: 2)"
-    )
-    p.add_argument("--out", help="also write the predictions to FILE.csv or FILE.json")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.set_defaults(func=cmd_predict)

@@ -23,8 +23,3 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         f"scenelab attack --checkpoint PATH --config NAME). The files are in {RECIPES}."
     )
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recipes", help="list the bundled YAML recipes")
-    p.set_defaults(func=cmd_recipes)

@@ -117,21 +117,3 @@ def cmd_compare(args: argparse.Namespace) -> int:
     files = "results.md, results.csv, results.html, curves.png, curves_time.png"
     print(f"\nResults: {out}  ({files}{', attacks.csv' if attacks else ''})")
     return 0
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="list run folders: model, data, epochs, best top-1, date")
-    p.add_argument("dir", nargs="?", default="runs", help="folder of run folders (default: runs)")
-    p.set_defaults(func=cmd_runs)
-
-    p = sub.add_parser("report", help="(re)build report.html and report.md in run folders")
-    p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("compare", help="results table, the reports' numbers and curves across runs")
-    p.add_argument("runs", nargs="+", help="run folders (runs/<time>-<name>)")
-    p.add_argument(
-        "--out", help="where the new compare-<time>/ folder goes (default: beside the first run)"
-    )
-    p.add_argument("--at-epoch", type=int, help="read every run at this epoch")
-    p.set_defaults(func=cmd_compare)

@@ -34,8 +34,7 @@ from ..optim import build_optimizer, build_scheduler
 from ..tracking import Console, NullTracker, RunDir, Tracker
 from ..train import epoch_steps, fit
 from .control import StopRequest
-from .evaluate import add_eval_parser
-from .flags import add_config_flags, given, load_yaml
+from .flags import given, load_yaml
 from .results import refresh_report
 from .summary import Prepared, finish, run_line
 
@@ -264,19 +263,3 @@ def _resume_command(run: RunDir, dist: runtime.Distributed) -> str:
     if nodes == 1:
         return f"torchrun --standalone --nproc-per-node {dist.world} -m {command}"
     return f"torchrun (with the same flags, on every node) -m {command}"
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model; writes a run folder")
-    p.add_argument(
-        "-c", "--config", help="YAML recipe; flags given on the command line override it"
-    )
-    p.add_argument("--resume", help="continue the run of this checkpoint (its last.pt)")
-    p.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the resolved configuration as YAML (usable as --config) and exit",
-    )
-    add_config_flags(p, *SECTIONS.values())
-    p.set_defaults(func=cmd_train)
-    add_eval_parser(sub)

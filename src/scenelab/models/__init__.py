@@ -100,6 +100,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 TORCHVISION_PREFIX = "tv:"
+_BUILT_IN = frozenset(MODELS)  # the rest come from register_model
 
 CONV_LAYERS: dict[str, type[nn.Conv2d]] = {
     "native": nn.Conv2d,
@@ -200,11 +201,11 @@ def _imported_spec(name: str) -> ModelSpec:
 
 def model_source(name: str) -> str | None:
     """`module:qualname` of a registered model's builder, for checkpoints (None: built in)."""
-    if name.startswith(TORCHVISION_PREFIX) or ":" in name or name not in MODELS:
+    if name in _BUILT_IN or name not in MODELS:
         return None
     build = MODELS[name].build
-    module = getattr(build, "__module__", "")
-    return None if module.startswith("scenelab.") else f"{module}:{build.__qualname__}"
+    module, qualname = getattr(build, "__module__", None), getattr(build, "__qualname__", None)
+    return f"{module}:{qualname}" if module and qualname else None
 
 
 def ensure_registered(name: str, source: str | None) -> None:
