@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -98,6 +99,18 @@ def _accumulate(acc: Tensor, a: Tensor, b: Tensor) -> None:
         acc += torch.bmm(a, b)
 
 
+def _taps(geom: ConvGeometry) -> Iterator[tuple[int, int, slice, slice]]:
+    """Each kernel tap (i, j) with the rows and columns of the padded input it reads: tap
+    (i, j) of output position (p, q) reads x[p*sh + i*dh, q*sw + j*dw]. Fold adds each tap's
+    slice of grad_cols back onto those pixels."""
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    ho, wo = geom.out_size
+    for i in range(geom.kernel[0]):
+        for j in range(geom.kernel[1]):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            yield i, j, rows, slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+
+
 class _Unfolder:
     """Writes chunks of x as `cols` (b*L, G, kh*kw*C/G) into buffers reused across chunks."""
 
@@ -168,11 +181,6 @@ class _Folder:
         cols = self.cols[:n]  # (n, Ho, Wo, G, kh, kw, C/G)
         padded = self.padded[:n].zero_()  # (n, Hp, Wp, C)
         taps = padded.view(n, *geom.padded_size, g, cg)
-        (sh, sw), (dh, dw) = geom.stride, geom.dilation
-        ho, wo = geom.out_size
-        for i in range(geom.kernel[0]):
-            for j in range(geom.kernel[1]):  # tap (i, j) read x[p*sh + i*dh, q*sw + j*dw]
-                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-                columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-                taps[:, rows, columns] += cols[:, :, :, :, i, j]
+        for i, j, rows, columns in _taps(geom):
+            taps[:, rows, columns] += cols[:, :, :, :, i, j]
         dest.copy_(geom.interior(padded))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ._conv_chunks import _accumulate, _chunk_images, _scratch
+from ._conv_chunks import _accumulate, _chunk_images, _scratch, _taps
 
 if TYPE_CHECKING:  # ops imports this module, so the geometry is imported for type hints only
     from .ops import ConvGeometry
@@ -104,13 +104,8 @@ class ColumnFolder:
             return
         cols = self.cols[:n]  # (n, C, kh, kw, Ho, Wo)
         padded = self.padded[:n].zero_()  # (n, C, Hp, Wp)
-        (sh, sw), (dh, dw) = geom.stride, geom.dilation
-        ho, wo = geom.out_size
-        for i in range(geom.kernel[0]):
-            for j in range(geom.kernel[1]):  # tap (i, j) read x[p*sh + i*dh, q*sw + j*dw]
-                rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-                columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-                padded[:, :, rows, columns] += cols[:, :, i, j]
+        for i, j, rows, columns in _taps(geom):
+            padded[:, :, rows, columns] += cols[:, :, i, j]
         self.grad_x[start:stop].copy_(_padded_interior(padded, geom))
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .data.transforms import resize_size
+from .models import convert_conv
 
 # format -> the model file's name
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "exported-program": "model.pt2"}
@@ -32,21 +33,7 @@ def as_builtin_convs(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Conv2d) and type(module) is not nn.Conv2d:
-            conv = nn.Conv2d(
-                module.in_channels,
-                module.out_channels,
-                module.kernel_size,
-                stride=module.stride,
-                padding=module.padding,
-                dilation=module.dilation,
-                groups=module.groups,
-                bias=module.bias is not None,
-                padding_mode=module.padding_mode,
-                device=module.weight.device,
-                dtype=module.weight.dtype,
-            )
-            conv.load_state_dict(module.state_dict())
-            model.set_submodule(name, conv)
+            model.set_submodule(name, convert_conv(module, nn.Conv2d))
     return model.eval()
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from .. import runtime
 from ..config import ModelConfig, OptimConfig
 from ..document import format_table
-from ..models import CONV_LAYERS, build_model
+from ..models import CONV_LAYERS, build_model, convert_conv
 from ..optim import build_optimizer
 from .config import ConvBenchConfig
 from .harness import fresh_peak_memory, random_batch, ratio, timed_steps
@@ -138,17 +138,7 @@ def layer_times(cfg: ConvBenchConfig, device: torch.device, size: int) -> Iterat
     """Forward and backward ms of each conv layer, nn.Conv2d vs UnfoldConv2d, same weights."""
     for i, (name, conv, shape) in enumerate(conv_inputs(cfg, size)):
         conv = conv.to(device)
-        unfold = CONV_LAYERS["unfold"](
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-        ).to(device)
-        unfold.load_state_dict(conv.state_dict())
+        unfold = convert_conv(conv, CONV_LAYERS["unfold"]).to(device)
         x = torch.randn(shape, device=device, requires_grad=i > 0)  # the image needs no grad
         k, s = conv.kernel_size, conv.stride
         yield LayerTiming(

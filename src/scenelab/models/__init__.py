@@ -99,6 +99,26 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
+
+def convert_conv(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
+    """The same convolution as a `cls` (one of CONV_LAYERS' values), with the same weights."""
+    new = cls(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    new.load_state_dict(conv.state_dict())
+    return new
+
+
 TORCHVISION_PREFIX = "tv:"
 _BUILT_IN = frozenset(MODELS)  # the rest come from register_model
 
@@ -125,6 +145,7 @@ __all__ = [
     "VisionTransformer",
     "WeightsError",
     "build_model",
+    "convert_conv",
     "count_flops",
     "model_source",
     "register_model",
