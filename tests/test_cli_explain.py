@@ -3,7 +3,9 @@ import csv
 import torch
 from torchvision.io import write_png
 
+import scenelab
 from scenelab.cli import main
+from scenelab.data.decode import decode_rgb
 
 
 def _explain(run, *flags):
@@ -35,9 +37,35 @@ def test_explain_methods_selection_files_and_out(run, tmp_path, capsys):
     write_png((torch.rand(3, 40, 50) * 255).to(torch.uint8), str(image))
     flags = ["--method", "smoothgrad", "--samples", "2", "--images", str(image)]
     assert _explain(run, *flags, "--out", str(tmp_path)) == 0
-    assert len(list((tmp_path / "smoothgrad-loss-max-n2-s0.1").glob("00-*.png"))) == 1
+    out = tmp_path / "smoothgrad-loss-max-n2-s0.1-per-image"  # per image: the photos' default
+    assert len(list(out.glob("00-*.png"))) == 1
     assert _explain(run, "--method", "attention_rollout") == 2
     assert "for CNNs use grad_cam" in capsys.readouterr().err
+
+
+def test_explaining_photos_titles_each_with_its_prediction_and_folder_truth(run, tmp_path, capsys):
+    classes = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["classes"]
+    (tmp_path / classes[1]).mkdir()
+    photos = [tmp_path / classes[1] / "a.png", tmp_path / "b.png"]
+    for photo in photos:
+        write_png((torch.rand(3, 36, 44) * 255).to(torch.uint8), str(photo))
+    flags = ["--images", *map(str, photos), "--out", str(tmp_path / "maps")]
+    assert _explain(run, *flags) == 0
+    (folder,) = (tmp_path / "maps").iterdir()
+    saved = torch.load(folder / "maps.pt", weights_only=True)
+    model, _, transform = scenelab.load_run(run)
+    x = torch.stack([transform(decode_rgb(p)) for p in photos])
+    with torch.no_grad():
+        best, pred = model(x).softmax(1).max(1)
+    for title, photo, p, c in zip(
+        saved["titles"], photos, best.tolist(), pred.tolist(), strict=True
+    ):
+        assert title.startswith(f"{photo.name}: {classes[c]} {100 * p:.1f}%")
+    assert saved["titles"][0].endswith(f"(true {classes[1]})") and "true" not in saved["titles"][1]
+    assert saved["config"]["per_image"] is True
+    assert "\n".join(saved["titles"]) in capsys.readouterr().out
+    assert _explain(run, *flags, "--no-per-image") == 0  # the course's shared threshold on ask
+    assert any(not f.name.endswith("per-image") for f in (tmp_path / "maps").iterdir())
 
 
 def test_explain_score_prints_and_saves_the_quality_table(run, capsys):

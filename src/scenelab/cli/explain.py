@@ -49,9 +49,24 @@ def _select(model, dataset, cfg: RunConfig, ecfg: ExplainConfig, device):
     return torch.stack(images), torch.stack(labels)
 
 
+def _photo_titles(paths: list[str], classes: list[str], probs: torch.Tensor) -> list[str]:
+    """ "name: predicted p%" for each photo, with "(true C)" when the photo sits in a folder
+    named after a class C, as an image-folder tree stores them."""
+    best, preds = probs.max(1)
+    titles = []
+    for path, p, c in zip(paths, best.tolist(), preds.tolist(), strict=True):
+        folder = Path(path).resolve().parent.name
+        truth = f" (true {folder})" if folder in classes else ""
+        titles.append(f"{Path(path).name}: {classes[c]} {100 * p:.1f}%{truth}")
+    return titles
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
-    ecfg = ExplainConfig(**given(args, ExplainConfig))
+    settings = given(args, ExplainConfig)
+    if args.images:  # photos differ in contrast: threshold each map on its own mean
+        settings.setdefault("per_image", True)
+    ecfg = ExplainConfig(**settings)
     device = runtime.pick_device(args.device)
     runtime.setup(device)
     model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
@@ -75,13 +90,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     overlays = red_overlay(images, maps, alpha=ecfg.threshold, per_image=ecfg.per_image)
     if labels is not None:
         truths = [f"true {classes[i]}" for i in labels.tolist()]
+        titles = [
+            f"{t} / predicted {classes[p]}" for t, p in zip(truths, preds.tolist(), strict=True)
+        ]
     else:
-        truths = [Path(p).name for p in args.images]
-    titles = [f"{t} / predicted {classes[p]}" for t, p in zip(truths, preds.tolist(), strict=True)]
+        with torch.no_grad():
+            titles = _photo_titles(args.images, classes, model.eval()(images).softmax(1).cpu())
+        print("\n".join(titles))
     out = new_folder(parent, method_label(ecfg))
     grid = _write_pictures(out, images, maps, overlays, titles, [classes[p] for p in preds])
     torch.save(
-        {"maps": maps.cpu(), "predicted": preds.cpu(), "config": asdict(ecfg)}, out / "maps.pt"
+        {"maps": maps.cpu(), "predicted": preds.cpu(), "titles": titles, "config": asdict(ecfg)},
+        out / "maps.pt",
     )
     print(f"{ecfg.method}: {len(images)} images, maps in [{maps.min():.3g}, {maps.max():.3g}]")
     print(f"\nResults: {out}  (grid.png, one PNG per image, maps.pt; TensorBoard: explain/)")
