@@ -68,6 +68,18 @@ def test_explaining_photos_titles_each_with_its_prediction_and_folder_truth(run,
     assert any(not f.name.endswith("per-image") for f in (tmp_path / "maps").iterdir())
 
 
+def test_heat_overlays_get_a_colour_bar_and_figures_take_the_format_asked(run, tmp_path):
+    flags = ["--num", "2", "--overlay", "heat", "--format", "svg", "--out", str(tmp_path)]
+    assert _explain(run, *flags) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name == "saliency-loss-max-heat"
+    assert (folder / "grid.png").is_file() and (folder / "grid.svg").is_file()
+    pictures = sorted(folder.glob("0*-*.svg"))
+    assert len(pictures) == 2 and not list(folder.glob("0*-*.png"))
+    svg = pictures[0].read_text()
+    assert "x the map" in svg  # the colour bar's label
+
+
 def test_explain_score_prints_and_saves_the_quality_table(run, capsys):
     assert _explain(run, "--score", "--limit", "6", "--steps", "4", "--samples", "2") == 0
     out = capsys.readouterr().out

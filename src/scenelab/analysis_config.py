@@ -40,6 +40,17 @@ class ExplainConfig:
         2.0, "red overlay where the map exceeds this many times its mean (the course: 2)"
     )
     per_image: bool = option(False, "red overlay: mean of each map instead of all maps together")
+    overlay: str = option(
+        "red",
+        "red (the course's: red where the map exceeds --threshold x its mean) or heat (the map's "
+        "colours blended over the image, with a colour bar)",
+        choices=("red", "heat"),
+    )
+    format: str = option(
+        "png",
+        "picture format of the per-image figures (grid.png is always written too)",
+        choices=("png", "pdf", "svg"),
+    )
     seed: int = option(0, "seed for smoothgrad's noise and the randomised model of --score")
 
 

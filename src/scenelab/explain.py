@@ -270,7 +270,7 @@ def compute_maps(
 
 def method_label(cfg: ExplainConfig) -> str:
     """A folder name that records the method's settings, e.g. `smoothgrad-loss-max-n16-s0.1`,
-    and the red overlay's where they differ from the course's (`a3`, `per-image`)."""
+    and the overlay's where they differ from the course's (`t3`, `per-image`, `heat`)."""
     settings = {
         "saliency": [cfg.objective, cfg.reduce],
         "smoothgrad": [cfg.objective, cfg.reduce, f"n{cfg.samples}", f"s{cfg.stdev:g}"],
@@ -280,6 +280,8 @@ def method_label(cfg: ExplainConfig) -> str:
     }[cfg.method]
     if cfg.threshold != ExplainConfig.threshold:  # the red overlay's, where not the course's
         settings.append(f"t{cfg.threshold:g}")
-    if cfg.per_image:
+    if cfg.overlay == "heat":
+        settings.append("heat")
+    elif cfg.per_image:
         settings.append("per-image")
     return "-".join([cfg.method, *settings])

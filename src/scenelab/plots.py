@@ -155,11 +155,26 @@ def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
 
 
 def explain_grid(
-    images: torch.Tensor, maps: torch.Tensor, overlays: torch.Tensor, titles: list[str]
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    overlays: torch.Tensor,
+    titles: list[str],
+    heat_cmap: str | None = None,
 ):
-    """One row per image (image, map, overlay), titled with `titles` (true/predicted class)."""
+    """One row per image (image, map, overlay), titled with `titles` (true/predicted class);
+    with `heat_cmap` (a heat overlay), each overlay gets that colour map's bar."""
     columns = {"image": images, "map": maps, "overlay": overlays}
-    return image_grid(columns, [[t, "", ""] for t in titles])
+    fig = image_grid(columns, [[t, "", ""] for t in titles])
+    if heat_cmap is not None:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = ScalarMappable(norm=Normalize(0, 1), cmap=heat_cmap)
+        for ax in fig.axes[2::3]:  # the overlay column, row by row
+            cb = fig.colorbar(bar, ax=ax, fraction=0.046, pad=0.04)
+            cb.set_label("x the map's maximum", fontsize=6)
+            cb.ax.tick_params(labelsize=6)
+    return fig
 
 
 def plot_robustness(

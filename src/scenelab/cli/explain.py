@@ -18,12 +18,14 @@ from ..data.transforms import eval_transform
 from ..document import format_table
 from ..explain import compute_maps, method_label, predict
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
-from ..overlays import red_overlay
+from ..overlays import heat_overlay, red_overlay
 from ..plots import explain_grid, figure_pixels, pyplot
 from ..report import new_folder
 from ..tracking import Console, RunDir, Tracker
 from .flags import given
 from .results import refresh_report
+
+HEAT_CMAP = "jet"  # the heat overlay's colour map
 
 
 def _files(paths: list[str], size: int) -> torch.Tensor:
@@ -87,7 +89,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     preds = predict(model, images)
     torch.manual_seed(ecfg.seed)
     maps = compute_maps(model, images, ecfg, preds)
-    overlays = red_overlay(images, maps, alpha=ecfg.threshold, per_image=ecfg.per_image)
+    if ecfg.overlay == "heat":
+        overlays = heat_overlay(images, maps, cmap=HEAT_CMAP)
+    else:
+        overlays = red_overlay(images, maps, alpha=ecfg.threshold, per_image=ecfg.per_image)
     if labels is not None:
         truths = [f"true {classes[i]}" for i in labels.tolist()]
         titles = [
@@ -98,31 +103,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
             titles = _photo_titles(args.images, classes, model.eval()(images).softmax(1).cpu())
         print("\n".join(titles))
     out = new_folder(parent, method_label(ecfg))
-    grid = _write_pictures(out, images, maps, overlays, titles, [classes[p] for p in preds])
+    names = [classes[p] for p in preds]
+    grid = _write_pictures(out, (images, maps, overlays), titles, names, ecfg)
     torch.save(
         {"maps": maps.cpu(), "predicted": preds.cpu(), "titles": titles, "config": asdict(ecfg)},
         out / "maps.pt",
     )
     print(f"{ecfg.method}: {len(images)} images, maps in [{maps.min():.3g}, {maps.max():.3g}]")
-    print(f"\nResults: {out}  (grid.png, one PNG per image, maps.pt; TensorBoard: explain/)")
+    print(
+        f"\nResults: {out}  (grid.png, one {ecfg.format} per image, maps.pt; TensorBoard: explain/)"
+    )
     with Tracker(run) as tracker:
         tracker.images(f"explain/{out.name}", grid, 0)
     refresh_report(run)
     return 0
 
 
-def _write_pictures(out: Path, images, maps, overlays, titles, names) -> torch.Tensor:
-    """grid.png and one PNG per image (named by index and predicted class); returns the grid's
-    pixels (3, H, W) for TensorBoard."""
+def _write_pictures(out: Path, panels, titles, names, ecfg: ExplainConfig) -> torch.Tensor:
+    """grid.png (and grid.<format>) and one figure per image in --format (named by index and
+    predicted class); returns the grid's pixels (3, H, W) for TensorBoard."""
     plt = pyplot()
-    fig = explain_grid(images, maps, overlays, titles)
-    fig.savefig(out / "grid.png", dpi=100)
+    cmap = HEAT_CMAP if ecfg.overlay == "heat" else None
+    fig = explain_grid(*panels, titles, heat_cmap=cmap)
+    for fmt in dict.fromkeys(("png", ecfg.format)):
+        fig.savefig(out / f"grid.{fmt}", dpi=100)
     grid = figure_pixels(fig)
     plt.close(fig)
     for i, name in enumerate(names):
         one = slice(i, i + 1)
-        fig = explain_grid(images[one], maps[one], overlays[one], titles[one])
-        fig.savefig(out / f"{i:02d}-{name}.png", dpi=100)
+        fig = explain_grid(*(p[one] for p in panels), titles[one], heat_cmap=cmap)
+        fig.savefig(out / f"{i:02d}-{name}.{ecfg.format}", dpi=100)
         plt.close(fig)
     return grid
 
