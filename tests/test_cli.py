@@ -88,6 +88,18 @@ def test_tensorboard_gets_the_agreed_tags(tmp_path):
     assert {"train/loss", "train/lr", "train/acc1", "val/acc1", "val/acc5"} <= set(tags)
 
 
+def test_tensorboard_gets_every_step_s_loss_whatever_the_console_interval(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def step_losses(run):
+        events = EventAccumulator(str(run / "tb")).Reload()
+        return [(e.step, e.value) for e in events.Scalars("train/step_loss")]
+
+    every = step_losses(_train(tmp_path / "every"))  # --log-every 1
+    sparse = step_losses(_train(tmp_path / "sparse", "--log-every", "4"))  # 6 steps
+    assert [step for step, _ in sparse] == list(range(1, 7)) and sparse == every
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full = _train(tmp_path / "full")
     part = _train(tmp_path / "part", "--stop-after", "1")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
 from torch import Tensor
 from tqdm import tqdm
 
@@ -255,8 +256,9 @@ class Console:
 
 class EpochLog:
     """One training epoch's running metrics and progress: the tracker's console shows them as
-    they go, and TensorBoard gets the loss of every `log_every`-th optimizer step (the console's
-    interval) and the learning rate of every 10th.
+    they go, and TensorBoard gets the loss of every optimizer step (sent in one host sync per
+    console interval, `log_every` steps, and at the epoch's end) and the learning rate of every
+    10th.
 
     It starts at the run's optimizer `step` and, for an epoch resumed part-way, at the epoch's
     `batches` done and their running `sums`; `step` and `batches` count on from there.
@@ -275,14 +277,18 @@ class EpochLog:
         self.desc, self.step, self.batches, self.total = desc, step, batches, batches
         self.sums = sums or RunningSums()
         self._progress = Progress()
+        self._losses: list[tuple[int, Tensor]] = []  # (step, loss) not yet sent to TensorBoard
 
     @contextmanager
     def progress(self, total: int) -> Iterator["EpochLog"]:
         """Show the progress of the `total` batches to come; the bar is closed even if a step
         raises. `self.total` becomes the batches of the whole epoch."""
         self.total = self.batches + total
-        with self.tracker.console.progress(total, self.desc) as self._progress:
-            yield self
+        try:
+            with self.tracker.console.progress(total, self.desc) as self._progress:
+                yield self
+        finally:
+            self.flush()
 
     def update(self, n: int, **sums: Tensor) -> None:
         """A batch of `n` images and its summed metrics (on-device tensors, no host sync)."""
@@ -293,8 +299,17 @@ class EpochLog:
     def optimizer_step(self, loss: Tensor, lr: float) -> None:
         """One optimizer step done; `loss` is its loss (a 0-dim tensor on the device)."""
         self.step += 1
+        self._losses.append((self.step, loss.detach().float().clone()))  # the loop reuses it
         if self.step % self.tracker.console.log_every == 0:
-            # A host sync, once per logging interval: the loss has to leave the device.
-            self.tracker.scalar("train/step_loss", loss.item(), self.step)
+            self.flush()
         if self.step % 10 == 0:
             self.tracker.scalar("train/lr", lr, self.step)
+
+    def flush(self) -> None:
+        """Send the steps' losses to TensorBoard: one host sync for all of them."""
+        if not self._losses:
+            return
+        steps, losses = zip(*self._losses, strict=True)
+        for step, value in zip(steps, torch.stack(losses).tolist(), strict=True):
+            self.tracker.scalar("train/step_loss", value, step)
+        self._losses.clear()
