@@ -98,6 +98,28 @@ def test_per_class_tables_and_confusions_have_known_answers(run, tmp_path):
     assert [r[0] for r in worst.rows] == classes[:10]
 
 
+def test_confusion_figures_are_titled_from_the_settings_with_cell_values_up_to_20_classes(
+    tmp_path,
+):
+    from scenelab.plots import plot_confusion
+
+    confusion = torch.tensor([[2, 1, 0], [0, 3, 0], [1, 0, 2]])
+    metrics = {"acc1": 77.78, "acc5": 100.0, "loss": 0.5, "confusion": confusion}
+    meta = {"model": "simplenet", "epoch": 2, "tta": True, "split": "val"}
+    out = write_evaluation(tmp_path, "final-val", metrics, ["a", "b", "c"], meta)
+    assert (out / "confusion.png").is_file()
+    title = "simplenet, after epoch 2, val: 9 images with flip TTA, top-1 77.78%"
+    texts = {}
+    for k, name in ((3, "small"), (21, "large")):  # drawn as SVG, its texts are readable
+        big = torch.eye(k, dtype=torch.long) * 3
+        big[: len(confusion), : len(confusion)] = confusion
+        plot_confusion(big, [f"c{i}" for i in range(k)], tmp_path / f"{name}.svg", title)
+        texts[name] = (tmp_path / f"{name}.svg").read_text()
+    assert title in texts["small"] and title in texts["large"]
+    assert "<!-- 67 -->" in texts["small"] and "<!-- 33 -->" in texts["small"]
+    assert "<!-- 67 -->" not in texts["large"]  # 21 classes: no cell values
+
+
 def test_explain_attack_and_eval_refresh_the_report_with_their_results(run, tmp_path):
     folder = _copy(run, tmp_path)
     checkpoint = str(folder / "checkpoints" / "best.pt")

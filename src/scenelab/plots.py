@@ -111,19 +111,34 @@ def plot_run_curves(runs: list[tuple[str, list[dict[str, float]]]], path: Path, 
     plot_lines(panels, path, xlabel=xlabel, columns=2)
 
 
-def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix as a heat map (class names shown up to 30 classes)."""
+CONFUSION_VALUES = 20  # up to this many classes, each cell shows its percentage
+
+
+def plot_confusion(
+    confusion: torch.Tensor, classes: list[str], path: Path, title: str = ""
+) -> None:
+    """Row-normalised confusion matrix as a heat map, titled `title`: class names shown up to 30
+    classes, and each cell's percentage of its true class up to CONFUSION_VALUES."""
     plt = pyplot()
     rates = confusion.double() / confusion.sum(1, keepdim=True).clamp_min(1)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(min(4 + 0.3 * k, 16), min(3.5 + 0.3 * k, 15)))
+    size = max(4 + 0.3 * k, 0.45 * k + 2.5) if k <= CONFUSION_VALUES else 4 + 0.3 * k
+    fig, ax = plt.subplots(figsize=(min(size, 16), min(size - 0.5, 15)))
     image = ax.imshow(rates.numpy(), cmap="viridis", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="fraction of the true class")
     if k <= 30:
         ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
         ax.set_yticks(range(k), classes, fontsize=8)
+    if k <= CONFUSION_VALUES:
+        for (i, j), rate in zip(
+            ((i, j) for i in range(k) for j in range(k)), rates.flatten().tolist(), strict=True
+        ):
+            color = "black" if rate > 0.6 else "white"  # readable on viridis' light and dark
+            ax.text(j, i, f"{100 * rate:.0f}", ha="center", va="center", fontsize=7, color=color)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -52,8 +52,20 @@ def write_evaluation(
         writer.writerow(["true \\ predicted", *classes])
         for name_, row in zip(classes, confusion.tolist(), strict=True):
             writer.writerow([name_, *row])
-    plot_confusion(confusion, classes, out / "confusion.png")
+    plot_confusion(confusion, classes, out / "confusion.png", _confusion_title(summary))
     return out
+
+
+def _confusion_title(summary: dict[str, Any]) -> str:
+    """From the settings: model, which weights, the split and its images, TTA, top-1."""
+    parts = [str(summary.get("model", "model"))]
+    if "epoch" in summary:
+        parts.append(f"after epoch {summary['epoch']}")
+    elif "checkpoint" in summary:
+        parts.append(Path(summary["checkpoint"]).name)
+    tta = " with flip TTA" if summary.get("tta") else ""
+    parts.append(f"{summary.get('split', 'val')}: {summary['images']:,} images{tta}")
+    return ", ".join(parts) + f", top-1 {summary['acc1']:.2f}%"
 
 
 class ReportError(ValueError):

@@ -43,7 +43,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name,
         metrics,
         classes,
-        {"checkpoint": str(args.checkpoint), "tta": args.tta, "tta_mean": args.tta_mean},
+        {
+            "checkpoint": str(args.checkpoint),
+            "model": cfg.model.model,
+            "split": args.split,
+            "tta": args.tta,
+            "tta_mean": args.tta_mean,
+        },
     )
     print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
     print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")

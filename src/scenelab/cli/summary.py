@@ -136,6 +136,7 @@ def _write_final_evaluation(
         "confusion": state.confusion,
     }
     meta = {"checkpoint": str(run.last), "epoch": state.epoch, "tta": cfg.train.tta}
+    meta |= {"model": cfg.model.model, "split": "val"}
     write_evaluation(run.eval, run.final_eval.name, metrics, classes, meta)
 
 
