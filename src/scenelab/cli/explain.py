@@ -18,6 +18,7 @@ from ..data.transforms import eval_transform
 from ..document import format_table
 from ..explain import compute_maps, method_label, predict
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
+from ..inference import probabilities
 from ..overlays import heat_overlay, red_overlay
 from ..plots import explain_grid, figure_pixels, pyplot
 from ..report import new_folder
@@ -86,7 +87,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         check_classes(data_classes, classes, cfg.data.data)
         images, labels = _select(model, dataset, cfg, ecfg, device)
     images = images.to(device)
-    preds = predict(model, images)
+    probs = probabilities(model, images)  # (B, classes), in eval mode
+    preds = probs.argmax(1)
     torch.manual_seed(ecfg.seed)
     maps = compute_maps(model, images, ecfg, preds)
     if ecfg.overlay == "heat":
@@ -99,8 +101,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"{t} / predicted {classes[p]}" for t, p in zip(truths, preds.tolist(), strict=True)
         ]
     else:
-        with torch.no_grad():
-            titles = _photo_titles(args.images, classes, model.eval()(images).softmax(1).cpu())
+        titles = _photo_titles(args.images, classes, probs.cpu())
         print("\n".join(titles))
     out = new_folder(parent, method_label(ecfg))
     names = [classes[p] for p in preds]
