@@ -149,8 +149,9 @@ class ImageFiles(Dataset):
 
 
 def _collate(batch: list[tuple[Tensor | None, int, str]]):
+    """(the readable images stacked, or None; (index, error) of every file, in order)."""
     images = [image for image, _, _ in batch if image is not None]
-    return (torch.stack(images) if images else None), batch
+    return (torch.stack(images) if images else None), [(i, error) for _, i, error in batch]
 
 
 def predict_files(
@@ -180,8 +181,7 @@ def predict_files(
             if images is not None
             else ()
         )
-        for image, index, error in batch:
-            path = str(paths[index])
-            yield FilePrediction(path, next(guesses) if image is not None else [], error)
+        for index, error in batch:  # an unreadable file has an error and no image
+            yield FilePrediction(str(paths[index]), [] if error else next(guesses), error)
         progress.step()
     progress.close()
