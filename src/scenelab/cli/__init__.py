@@ -24,7 +24,12 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scenelab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scenelab",
+        description="Train scene-recognition CNNs and ViTs on MiniPlaces, an image folder or "
+        "synthetic scenes; then predict, explain and attack them. Each command prints where "
+        "its results are; `scenelab COMMAND --help` lists its flags.",
+    )
     parser.add_argument("--version", action="version", version=f"scenelab {_version()}")
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
