@@ -186,9 +186,10 @@ def explain_grid(
 
         bar = ScalarMappable(norm=Normalize(0, 1), cmap=heat_cmap)
         for ax in fig.axes[2::3]:  # the overlay column, row by row
-            cb = fig.colorbar(bar, ax=ax, fraction=0.046, pad=0.04)
+            cb = fig.colorbar(bar, ax=ax, fraction=0.046, pad=0.04, ticks=[0, 0.5, 1])
             cb.set_label("x the map's maximum", fontsize=6)
             cb.ax.tick_params(labelsize=6)
+        fig.tight_layout()  # again: the bars and their labels need room
     return fig
 
 
