@@ -1,13 +1,14 @@
 """The hand-written convolution against its oracles: nn.Conv2d / F.conv2d and gradcheck."""
 
 import copy
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scenelab import _conv_columns, ops
+from scenelab import _conv_chunks, _conv_columns, ops
 from scenelab.config import ModelConfig, OptimConfig
 from scenelab.course_conv import CourseConv2d, CourseConv2dFn
 from scenelab.models import build_model
@@ -154,6 +155,22 @@ def test_works_before_an_inplace_relu(channels_last):
         torch.autograd.grad(F.relu(c(x), inplace=True).sum(), [x, c.weight]) for c in (ours, ref)
     ]
     for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_trains_after_an_inference_mode_call_with_a_larger_batch(channels_last, monkeypatch):
+    """Validation (inference_mode, maybe a larger batch) first sizes the scratch buffers; the
+    next training step must still be able to write to them."""
+    monkeypatch.setattr(_conv_chunks, "_workspace", threading.local())  # no buffers yet
+    ref, ours = _pair(CASES[0])
+    with torch.inference_mode():
+        big = _input(CASES[0], batch=8, channels_last=channels_last).detach()
+        torch.testing.assert_close(ours(big), ref(big))
+    x = _input(CASES[0], channels_last=channels_last)
+    grad = torch.randn_like(ref(x))
+    for got, want in zip(
+        _outputs_and_grads(ours, x, grad), _outputs_and_grads(ref, x, grad), strict=True
+    ):
         torch.testing.assert_close(got, want)
 
 

@@ -49,14 +49,17 @@ def _scratch(like: Tensor, shape: tuple[int, ...], slot: str) -> Tensor:
     The chunk buffers are the same few sizes on every call; allocating them afresh each time
     fragments the CPU heap (resident memory grows step after step), so each slot keeps one flat
     tensor per device and dtype and grows it when a larger one is needed. Contents are
-    undefined: callers initialise what they read.
+    undefined: callers initialise what they read. A buffer first needed under inference_mode
+    (an evaluation batch larger than the training one) is still made a normal tensor, so that
+    the next training step may write to it.
     """
     buffers = _workspace.__dict__.setdefault("buffers", {})
     key = (slot, like.device, like.dtype)
     size = math.prod(shape)
     if key not in buffers or buffers[key].numel() < size:
         buffers.pop(key, None)  # free the old one before allocating its successor
-        buffers[key] = like.new_empty(size)
+        with torch.inference_mode(False):
+            buffers[key] = torch.empty(size, dtype=like.dtype, device=like.device)
     return buffers[key][:size].view(shape)
 
 
