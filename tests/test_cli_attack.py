@@ -1,7 +1,16 @@
 import csv
 import json
 
+import torch
+from matplotlib.colors import to_hex
+from torch import nn
+
+from scenelab.analysis_config import ATTACK_PRESETS, AttackConfig
+from scenelab.attack_eval import evaluate_attack
+from scenelab.cli import attack as attack_cli
 from scenelab.cli import main
+from scenelab.models import Normalize
+from scenelab.plots import pyplot
 
 from conftest import TINY_TRAIN
 
@@ -97,3 +106,95 @@ def test_bench_attack_without_torchattacks_says_how_to_install(monkeypatch, caps
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # import raises ImportError
     assert main(["bench", "attack", "--batch-size", "2", "--image-size", "32"]) == 2
     assert "pip install -e '.[test]'" in capsys.readouterr().err
+
+
+def _mirror_even_images(model, x, y, target):
+    """A stand-in attack with a known answer: the images at even batch positions become 1 - x,
+    which negates the logits of the model below and so flips its prediction (argmax to argmin)."""
+    flip = (torch.arange(len(x)) % 2 == 0).view(-1, 1, 1, 1)
+    return torch.where(flip, 1 - x, x)
+
+
+def _linear_model():
+    torch.manual_seed(0)
+    centre = Normalize((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))  # x - 0.5
+    return nn.Sequential(centre, nn.Flatten(), nn.Linear(3 * 4 * 4, 3, bias=False))
+
+
+def _batches():
+    torch.manual_seed(1)
+    x = torch.rand(10, 3, 4, 4)
+    return [(x[i : i + 4], torch.zeros(len(x[i : i + 4]), dtype=torch.long)) for i in (0, 4, 8)]
+
+
+def test_the_kept_examples_are_the_first_or_the_first_the_attack_flipped():
+    model, cpu = _linear_model(), torch.device("cpu")
+    first = evaluate_attack(model, _batches(), _mirror_even_images, device=cpu, keep=3)
+    assert first.examples["index"].tolist() == [0, 1, 2]
+    flipped = evaluate_attack(
+        model, _batches(), _mirror_even_images, device=cpu, keep=3, select=attack_cli._flipped
+    )
+    assert flipped.examples["index"].tolist() == [0, 2, 4]  # even positions of each batch
+    assert (flipped.examples["adv_pred"] != flipped.examples["clean_pred"]).all()
+    x = torch.cat([b[0] for b in _batches()])
+    torch.testing.assert_close(flipped.examples["x"], x[[0, 2, 4]])
+    assert flipped.images == 10  # selecting examples changes no metric
+    for key in ("clean_acc1", "adv_acc1", "linf", "l2"):
+        assert getattr(flipped, key) == getattr(first, key)
+    none = evaluate_attack(
+        model, _batches(), lambda *a: a[1], device=cpu, keep=3, select=attack_cli._flipped
+    )
+    assert none.examples == {}  # nothing flipped: nothing kept
+
+
+def test_the_grid_says_which_predictions_flipped_and_colours_them():
+    cpu = torch.device("cpu")
+    result = evaluate_attack(_linear_model(), _batches(), _mirror_even_images, device=cpu, keep=4)
+    fig = attack_cli._grid([("run", result)], ["a", "b", "c"], {"run": "linear"}, "PGD title")
+    try:
+        assert fig._suptitle.get_text() == "PGD title"
+        adversarial = [ax._left_title for ax in fig.axes[1::3]]  # clean, adversarial, perturbation
+        assert ["flipped" in t.get_text().split("\n")[-1] for t in adversarial] == [
+            True,
+            False,
+            True,
+            False,
+        ]
+        colours = [to_hex(t.get_color()) for t in adversarial]
+        assert colours == [to_hex(attack_cli.FLIPPED), to_hex(attack_cli.HELD)] * 2
+    finally:
+        pyplot().close(fig)
+
+
+def test_select_flipped_from_the_shell_and_titles_from_the_settings(run, tmp_path, capsys):
+    flags = "--eps 0.5 --steps 5 --num 2 --select flipped".split()
+    assert _attack(run, *flags, "--out", str(tmp_path)) == 0
+    out = tmp_path / "pgd-linf-eps0.5-s5"
+    assert json.loads((out / "metrics.json").read_text())["settings"]["select"] == "flipped"
+    assert (out / "grid.png").stat().st_size > 1000
+    cfg = AttackConfig(eps=16 / 255, steps=3)
+    title = attack_cli.attack_title(cfg, cfg.eps)
+    assert title == "PGD-3 L-inf, eps 16/255, step 13.3/255, untargeted"
+    l2 = AttackConfig(attack="fgsm", norm="l2", eps=0.5, target="random", clamp=False)
+    assert attack_cli.attack_title(l2, l2.eps) == "FGSM L2, eps 0.5, random target, no clamp"
+    assert attack_cli.attack_title(cfg) == "PGD-3 L-inf, untargeted"  # a sweep's
+    course = AttackConfig(**ATTACK_PRESETS["course"])
+    assert attack_cli.attack_title(course, 0.1) == (
+        "PGD-10 L-inf, eps 0.1 (normalised units), step 0.01, least-likely target, "
+        "no random start, no clamp"
+    )
+
+
+def test_linf_sizes_read_the_same_in_terminal_and_report(run, tmp_path, capsys):
+    assert _attack(run, "--eps", "4/255", "--steps", "2", "--num", "1") == 0
+    printed = capsys.readouterr().out
+    (folder,) = (run / "attack").glob("*eps4-255-s2")
+    (result,) = json.loads((folder / "metrics.json").read_text())["results"].values()
+    grey = f"{result['linf'] * 255:.2f}"
+    assert "mean L-inf (x/255)" in printed and grey in printed
+    report = (run / "report.md").read_text()
+    assert "mean L-inf (x/255)" in report and grey in report
+    sweep = "--eps-sweep 0,4/255 --steps 2".split()
+    assert _attack(run, *sweep) == 0
+    report = (run / "report.md").read_text()
+    assert "eps (x/255)" in report and "| 4 |" in report.replace("4.0 ", "4 ")

@@ -4,6 +4,8 @@ import torch
 from torchvision.io import write_png
 
 import scenelab
+from scenelab.analysis_config import ExplainConfig
+from scenelab.cli import explain as explain_cli
 from scenelab.cli import main
 from scenelab.data.decode import decode_rgb
 
@@ -125,3 +127,26 @@ def test_explain_score_reads_masks_from_a_miniplaces_layout(run, tiny_miniplaces
 def test_explain_refuses_data_with_other_classes(run, capsys):
     assert _explain(run, "--synth-classes", "4") == 2
     assert "4 classes that differ from the checkpoint's 3" in capsys.readouterr().err
+
+
+def test_figures_are_titled_from_the_settings(run, tmp_path, monkeypatch):
+    cfg = ExplainConfig()
+    assert explain_cli.explain_title(cfg, "simplenet", "synthetic val") == (
+        "saliency of the loss, max over colour channels; red where the map exceeds 2x the "
+        "maps' mean\nsimplenet, synthetic val"
+    )
+    smooth = ExplainConfig(method="smoothgrad", objective="logit", overlay="heat")
+    assert explain_cli.explain_title(smooth, "vit", "your images").startswith(
+        "SmoothGrad (16 samples, noise 0.1) of the logit, max over colour channels; heat overlay"
+    )
+    titles = []
+    grid = explain_cli.explain_grid
+
+    def spy(*args, **kwargs):
+        titles.append(kwargs["title"])
+        return grid(*args, **kwargs)
+
+    monkeypatch.setattr(explain_cli, "explain_grid", spy)
+    assert _explain(run, "--num", "2", "--out", str(tmp_path)) == 0
+    expected = explain_cli.explain_title(cfg, "simplenet", "synthetic val")
+    assert titles == [expected] * 3  # the grid and each image's figure

@@ -5,18 +5,29 @@ import shutil
 import pytest
 import yaml
 
+from scenelab import compare
 from scenelab.cli import main
 
 from conftest import TINY_TRAIN
 
 
-def test_compare_writes_the_table_and_curves_and_reads_runs_at_one_epoch(run, tmp_path, capsys):
+def test_compare_writes_the_table_and_curves_and_reads_runs_at_one_epoch(
+    run, tmp_path, capsys, monkeypatch
+):
     other = tmp_path / "runs"
     flags = "--epochs 3 --model vit --embed-dim 16".split()
     assert main(["train", *TINY_TRAIN, *flags, "--out-dir", str(other), "--name", "small-vit"]) == 0
     (vit,) = other.iterdir()
     capsys.readouterr()
+    legends = []  # the curves are labelled by the runs' settings, not their folders
+    monkeypatch.setattr(
+        compare, "plot_run_curves", lambda runs, *a, **k: legends.append([n for n, _ in runs])
+    )
     assert main(["compare", str(run), str(vit), "--out", str(tmp_path / "cmp")]) == 0
+    assert legends[0] == [  # the first three settings that differ (epochs would be the 4th)
+        "simplenet, optimizer sgd, lr 0.05, weight-decay 0.0005",
+        "vit, optimizer adamw, lr 0.01, weight-decay 0.05",
+    ]
     printed = capsys.readouterr().out
     assert "val top-1" in printed and "small-vit" in printed
     (out,) = (tmp_path / "cmp").iterdir()
@@ -32,6 +43,9 @@ def test_compare_writes_the_table_and_curves_and_reads_runs_at_one_epoch(run, tm
     assert f"{minutes}:{seconds:02d}" in printed and "images/s" in printed
     assert "| val top-1 |" in (out / "results.md").read_text()
     html = (out / "results.html").read_text()
+    monkeypatch.undo()
+    assert main(["compare", str(run), str(vit), "--out", str(tmp_path / "cmp2")]) == 0
+    (out,) = (tmp_path / "cmp2").iterdir()
     for png in ("curves.png", "curves_time.png"):
         assert png in html and (out / png).stat().st_size > 1000
     with open(vit / "metrics.csv") as f:

@@ -100,6 +100,12 @@ class AttackConfig:
     )
     eps_sweep: str = option("", "robust accuracy at each eps, e.g. 0,1/255,2/255,4/255,8/255")
     num: int = option(8, "images in the picture grid")
+    select: str = option(
+        "first",
+        "which images the grid shows: the first --num, or the first --num whose prediction "
+        "the attack flipped",
+        choices=("first", "flipped"),
+    )
     seed: int = option(0, "seed for random starts and random targets")
 
     def __post_init__(self) -> None:

@@ -31,7 +31,8 @@ class AttackResult:
     linf: float
     l2: float
     seconds: float
-    # The first `keep` images: x, x_adv, y, clean_pred, adv_pred and target (when targeted).
+    # The first `keep` images (of those `select` picks): x, x_adv, y, clean_pred, adv_pred,
+    # index (the position in the loader's order) and target (when targeted).
     examples: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     def metrics(self) -> dict[str, float]:
@@ -46,14 +47,17 @@ def evaluate_attack(
     device: torch.device,
     targets: Callable[[Tensor, Tensor], Tensor | None] | None = None,
     keep: int = 0,
+    select: Callable[[dict[str, Tensor]], Tensor] | None = None,
     console: Console | None = None,
 ) -> AttackResult:
     """Clean and adversarial top-1/top-5 over the (image, label) batches of `loader`.
 
     `targets(clean_logits, y)` picks each batch's targets (None: untargeted); `perturb` makes
-    the adversarial images. The model is evaluated in eval mode.
+    the adversarial images. The model is evaluated in eval mode. The result keeps `keep`
+    examples: the first ones, or the first for which `select(batch)` is True (a boolean mask
+    over a batch's examples, given the keys of `AttackResult.examples`).
     """
-    sums, kept = RunningSums(), []
+    sums, kept, seen = RunningSums(), [], 0
     progress = (console or Console()).progress(len(loader), "attack")
     start = time.perf_counter()
     for x, y in loader:
@@ -72,9 +76,14 @@ def evaluate_attack(
         sums.add(len(y), **stats, linf=delta.abs().amax(1).sum(), l2=delta.norm(dim=1).sum())
         if sum(len(k["y"]) for k in kept) < keep:
             batch = dict(x=x, x_adv=x_adv, y=y, clean_pred=clean.argmax(1), adv_pred=adv.argmax(1))
+            batch["index"] = torch.arange(seen, seen + len(y), device=y.device)
             if target is not None:
                 batch["target"] = target
-            kept.append({k: v.detach().cpu() for k, v in batch.items()})
+            mask = select(batch) if select is not None else None
+            kept.append(
+                {k: (v if mask is None else v[mask]).detach().cpu() for k, v in batch.items()}
+            )
+        seen += len(y)
         progress.step(lambda: {"adv_acc1": 100 * sums.means()["adv_acc1"]})
     progress.close()
     keys = ["clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "linf", "l2"]
@@ -82,6 +91,8 @@ def evaluate_attack(
     percents = ("clean_acc1", "clean_acc5", "adv_acc1", "adv_acc5", "success")
     means = sums.means(dict.fromkeys(percents, 100.0))
     examples = {k: torch.cat([b[k] for b in kept])[:keep] for k in kept[0]} if kept else {}
+    if examples and not len(examples["y"]):  # `select` picked none
+        examples = {}
     return AttackResult(
         images=sums.count,
         clean_acc1=means["clean_acc1"],

@@ -25,6 +25,7 @@ import yaml
 
 from .course import ATTACKED, REPORTED, recipe_of
 from .document import Figure, Heading, Table, Text, to_html, to_markdown
+from .labels import setting_labels
 from .plots import plot_run_curves
 from .tracking import RunDir
 
@@ -115,6 +116,7 @@ def load_run(run: str | Path, at_epoch: int | None = None) -> dict[str, Any]:
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
         "params": summary.get("params", math.nan),
         "curve": rows,
+        "config": cfg,  # for the figures' labels
         "attacks": _attacks(run),
     }
 
@@ -213,7 +215,8 @@ def write_comparison(
     rows written: the runs' with the reports' (results), and the attacks' (maybe none)."""
     table = rows + reported_rows(rows)
     _write_csv(out / "results.csv", table, COLUMNS)
-    runs = [(r["run"], r["curve"]) for r in rows]
+    labels = setting_labels([r["config"] for r in rows], [r["run"] for r in rows])
+    runs = [(label, r["curve"]) for label, r in zip(labels, rows, strict=True)]
     plot_run_curves(runs, out / "curves.png", x="epoch")
     plot_run_curves(runs, out / "curves_time.png", x="time")
     blocks = [Table(*table_cells(table))]

@@ -144,9 +144,16 @@ def plot_confusion(
     plt.close(fig)
 
 
-def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
+def image_grid(
+    columns: dict[str, torch.Tensor],
+    titles: list[list[str]],
+    *,
+    colors: list[list[str | None]] | None = None,
+    title: str = "",
+):
     """A matplotlib figure: one row per image, one column per entry of `columns` (its key is
-    the header), each cell titled by `titles[row][col]`.
+    the header), each cell titled by `titles[row][col]` (in `colors[row][col]` where given),
+    the whole figure by `title`.
 
     A column holds images (N, 3, H, W) in [0, 1], or maps (N, H, W) drawn with a colour map.
     The caller saves and closes the figure.
@@ -154,6 +161,8 @@ def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
     plt = pyplot()
     n, k = len(titles), len(columns)
     fig, axes = plt.subplots(n, k, figsize=(2.2 * k, 2.3 * n + 0.3), squeeze=False)
+    if title:
+        fig.suptitle(title, fontsize=9, wrap=True)
     for col, (header, panels) in enumerate(columns.items()):
         for row in range(n):
             panel = panels[row].detach().cpu()
@@ -163,8 +172,9 @@ def image_grid(columns: dict[str, torch.Tensor], titles: list[list[str]]):
             else:
                 ax.imshow(panel.numpy(), cmap="inferno")
             ax.set_axis_off()
-            title = titles[row][col]
-            ax.set_title(f"{header}\n{title}" if row == 0 else title, fontsize=8, loc="left")
+            text = titles[row][col]
+            style = {"color": colors[row][col]} if colors and colors[row][col] else {}
+            ax.set_title(f"{header}\n{text}" if row == 0 else text, fontsize=8, loc="left", **style)
     fig.tight_layout()
     return fig
 
@@ -175,11 +185,13 @@ def explain_grid(
     overlays: torch.Tensor,
     titles: list[str],
     heat_cmap: str | None = None,
+    title: str = "",
 ):
-    """One row per image (image, map, overlay), titled with `titles` (true/predicted class);
-    with `heat_cmap` (a heat overlay), each overlay gets that colour map's bar."""
+    """One row per image (image, map, overlay), titled with `titles` (true/predicted class),
+    the figure with `title`; with `heat_cmap` (a heat overlay), each overlay gets that colour
+    map's bar."""
     columns = {"image": images, "map": maps, "overlay": overlays}
-    fig = image_grid(columns, [[t, "", ""] for t in titles])
+    fig = image_grid(columns, [[t, "", ""] for t in titles], title=title)
     if heat_cmap is not None:
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -194,13 +206,20 @@ def explain_grid(
 
 
 def plot_robustness(
-    rows: list[dict[str, Any]], path: Path, *, units: str = "pixels", title: str = ""
+    rows: list[dict[str, Any]],
+    path: Path,
+    *,
+    units: str = "pixels",
+    title: str = "",
+    labels: dict[str, str] | None = None,
 ) -> None:
     """Top-1 under attack against epsilon, a line per model; with several models, a second
     panel: the clean/robust trade-off (clean top-1 against top-1 at the largest epsilon).
 
-    rows: model (a run folder name), eps, clean_acc1, adv_acc1.
+    rows: model (a run folder name), eps, clean_acc1, adv_acc1; labels: each model's name in
+    the legend (default: the run's name).
     """
+    labels = labels or {}
     plt = pyplot()
     scale, label = 1, "epsilon (normalised units)"
     if units == "pixels":
@@ -213,7 +232,7 @@ def plot_robustness(
     for name in models:
         mine = [r for r in rows if r["model"] == name]
         x, y = [r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine]
-        ax.plot(x, y, "o-", label=RunDir.short_name(name))
+        ax.plot(x, y, "o-", label=labels.get(name, RunDir.short_name(name)))
     ax.set(xlabel=label, ylabel="top-1 under attack (%)")
     ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
     ax.set_title(title, fontsize=9)
@@ -226,7 +245,7 @@ def plot_robustness(
             (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
             point = (r["clean_acc1"], r["adv_acc1"])
             ax.scatter(*point)
-            short = RunDir.short_name(name)
+            short = labels.get(name, RunDir.short_name(name))
             ax.annotate(short, point, fontsize=8, xytext=(4, 4), textcoords="offset points")
         eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
         ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")

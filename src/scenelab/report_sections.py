@@ -236,15 +236,16 @@ def explanations(run: RunDir) -> list[Block]:
     return [Heading("Explanations"), *blocks] if blocks else []
 
 
-# An attack's results table after the model column: header, metrics.json key, decimals
+# An attack's results table after the model column: header, metrics.json key, decimals, scale
+# (L-inf sizes in grey levels, as `scenelab attack` prints them)
 ATTACK_COLUMNS = (
-    ("clean top-1", "clean_acc1", 2),
-    ("adversarial top-1", "adv_acc1", 2),
-    ("adversarial top-5", "adv_acc5", 2),
-    ("target hit (%)", "success", 2),
-    ("mean L-inf", "linf", 4),
-    ("mean L2", "l2", 3),
-    ("images", "images", 2),
+    ("clean top-1", "clean_acc1", 2, 1),
+    ("adversarial top-1", "adv_acc1", 2, 1),
+    ("adversarial top-5", "adv_acc5", 2, 1),
+    ("target hit (%)", "success", 2, 1),
+    ("mean L-inf (x/255)", "linf", 2, 255),
+    ("mean L2", "l2", 3, 1),
+    ("images", "images", 2, 1),
 )
 
 
@@ -255,20 +256,40 @@ def attacks(run: RunDir) -> list[Block]:
         blocks.append(Heading(rel, 3))
         if (folder / "metrics.json").is_file():
             results = json.loads((folder / "metrics.json").read_text()).get("results", {})
-            header = ["model", *(title for title, _, _ in ATTACK_COLUMNS)]
+            header = ["model", *(title for title, *_ in ATTACK_COLUMNS)]
             table = [
-                [RunDir.short_name(name), *(_fmt(r[k], d) for _, k, d in ATTACK_COLUMNS)]
+                [RunDir.short_name(name), *(_fmt(r[k] * x, d) for _, k, d, x in ATTACK_COLUMNS)]
                 for name, r in results.items()
             ]
             blocks.append(Table(header, table))
         if (folder / "robustness.csv").is_file():
-            rows = _read_csv(folder / "robustness.csv")
-            table = [[RunDir.short_name(r[0]), *map(_round, r[1:])] for r in rows[1:]]
-            blocks.append(Table(rows[0], table))
+            blocks.append(_sweep_table(folder / "robustness.csv"))
         for picture in ("grid.png", "robustness.png"):
             if (folder / picture).is_file():
                 blocks.append(Figure(f"{rel}/{picture}", f"{folder.name}: {picture}"))
     return [Heading("Attacks"), *blocks] if blocks else []
+
+
+def _sweep_table(path: Path) -> Table:
+    """robustness.csv as a table: eps and L-inf sizes in grey levels (x/255) where the sweep
+    was in pixel units, as the terminal prints them."""
+    header, *rows = _read_csv(path)
+    pixels = "units" not in header or all(r[header.index("units")] == "pixels" for r in rows)
+    scale = {"linf": 255, "eps": 255 if pixels else 1}
+    titles = {"linf": "mean L-inf (x/255)", "eps": "eps (x/255)" if pixels else "eps"}
+    keep = [i for i, key in enumerate(header) if key != "units"]
+    table = [
+        [
+            RunDir.short_name(r[i])
+            if header[i] == "model"
+            else _round(f"{float(r[i]) * scale[header[i]]:.6g}")
+            if header[i] in scale
+            else _round(r[i])
+            for i in keep
+        ]
+        for r in rows
+    ]
+    return Table([titles.get(header[i], header[i]) for i in keep], table)
 
 
 def _folders(parent: Path) -> list[Path]:

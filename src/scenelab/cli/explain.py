@@ -105,7 +105,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("\n".join(titles))
     out = new_folder(parent, method_label(ecfg))
     names = [classes[p] for p in preds]
-    grid = _write_pictures(out, (images, maps, overlays), titles, names, ecfg)
+    source = "your images" if args.images else f"{cfg.data.data} val"
+    title = explain_title(ecfg, cfg.model.model, source)
+    grid = _write_pictures(out, (images, maps, overlays), titles, names, ecfg, title)
     torch.save(
         {"maps": maps.cpu(), "predicted": preds.cpu(), "titles": titles, "config": asdict(ecfg)},
         out / "maps.pt",
@@ -120,19 +122,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_pictures(out: Path, panels, titles, names, ecfg: ExplainConfig) -> torch.Tensor:
+_GRADIENT_METHODS = ("saliency", "smoothgrad", "integrated_gradients")
+
+
+def explain_title(ecfg: ExplainConfig, model: str, images: str) -> str:
+    """The method and its settings in words, for figure titles, e.g. `saliency of the loss,
+    max over colour channels; red where the map exceeds 2x its mean` and the model's line."""
+    method = {
+        "saliency": "saliency",
+        "smoothgrad": f"SmoothGrad ({ecfg.samples} samples, noise {ecfg.stdev:g})",
+        "integrated_gradients": f"integrated gradients ({ecfg.steps} steps, baseline "
+        f"{ecfg.baseline:g})",
+        "grad_cam": f"Grad-CAM ({ecfg.layer or 'last feature map'})",
+        "attention_rollout": "attention rollout",
+    }[ecfg.method]
+    if ecfg.method != "attention_rollout":
+        method += f" of the {ecfg.objective}"
+    if ecfg.method in _GRADIENT_METHODS:
+        method += f", {ecfg.reduce} over colour channels"
+    overlay = "heat overlay"
+    if ecfg.overlay == "red":
+        each = "its own" if ecfg.per_image else "the maps'"
+        overlay = f"red where the map exceeds {ecfg.threshold:g}x {each} mean"
+    return f"{method}; {overlay}\n{model}, {images}"
+
+
+def _write_pictures(out: Path, panels, titles, names, ecfg: ExplainConfig, title: str):
     """grid.png (and grid.<format>) and one figure per image in --format (named by index and
-    predicted class); returns the grid's pixels (3, H, W) for TensorBoard."""
+    predicted class), titled `title`; returns the grid's pixels (3, H, W) for TensorBoard."""
     plt = pyplot()
     cmap = HEAT_CMAP if ecfg.overlay == "heat" else None
-    fig = explain_grid(*panels, titles, heat_cmap=cmap)
+    fig = explain_grid(*panels, titles, heat_cmap=cmap, title=title)
     for fmt in dict.fromkeys(("png", ecfg.format)):
         fig.savefig(out / f"grid.{fmt}", dpi=100)
     grid = figure_pixels(fig)
     plt.close(fig)
     for i, name in enumerate(names):
         one = slice(i, i + 1)
-        fig = explain_grid(*(p[one] for p in panels), titles[one], heat_cmap=cmap)
+        fig = explain_grid(*(p[one] for p in panels), titles[one], heat_cmap=cmap, title=title)
         fig.savefig(out / f"{i:02d}-{name}.{ecfg.format}", dpi=100)
         plt.close(fig)
     return grid

@@ -1,0 +1,74 @@
+"""Names for runs in figures, taken from their settings rather than their folders.
+
+A legend that reads `20261202-053717-simplenet` and `20261202-053810-simplenet` says nothing;
+one that reads `simplenet, conv unfold` and `simplenet, conv native` says what was compared.
+Each run is named by its model and by the settings in which the runs differ, as flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Settings that say where or how a run was executed, not what it trained: never in a label.
+_NOT_SETTINGS = {
+    "name",
+    "out_dir",
+    "device",
+    "workers",
+    "log_every",
+    "data_root",
+    "checkpoint_every",
+    "resume",
+    "cache_images",
+    "on_bad_image",
+    "val_batch_size",
+}
+MAX_SETTINGS = 3  # at most this many differing settings per label (the first in config order)
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """{section: {field: value}} (a run's config.yaml) -> {field: value}, in file order."""
+    flat: dict[str, Any] = {}
+    for section in config.values():
+        if isinstance(section, dict):
+            flat |= {k: v for k, v in section.items() if k not in _NOT_SETTINGS}
+    return flat
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def setting_labels(configs: list[dict[str, Any]], fallbacks: list[str]) -> list[str]:
+    """One label per run: its model, then `flag value` for each setting in which the runs
+    differ and that the run sets (up to MAX_SETTINGS). Runs the settings cannot tell apart
+    (the same config twice) get `fallbacks[i]` (usually the run's name) after the model; so
+    do runs without a config.
+    """
+    flats = [_flat(c) for c in configs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    # Unset (None) is not a difference: a ViT's embed_dim is None in a SimpleNet run's config.
+    differ = [
+        k
+        for k in keys
+        if k != "model" and len({repr(f[k]) for f in flats if f.get(k) is not None}) > 1
+    ]
+    labels = []
+    for flat, fallback in zip(flats, fallbacks, strict=True):
+        model = str(flat.get("model", "")) or fallback
+        mine = [k for k in differ if flat.get(k) is not None][:MAX_SETTINGS]
+        labels.append(
+            ", ".join([model, *(f"{k.replace('_', '-')} {_value(flat[k])}" for k in mine)])
+        )
+    if len(set(labels)) < len(labels) or not flats:  # settings alike: add the names
+        labels = [
+            f"{label} ({fallback})" if fallback not in label else label
+            for label, fallback in zip(labels, fallbacks, strict=True)
+        ]
+    return labels
