@@ -106,3 +106,33 @@ def test_eval_explain_and_attack_list_no_training_only_flags():
             "--augment" not in text and "--cache-images" not in text and "--synth-train" not in text
         )
         assert "--data-root" in text and "--workers" in text
+
+
+@pytest.mark.parametrize("command", ["eval", "explain", "attack", "predict", "export"])
+def test_every_command_that_reads_a_model_takes_a_run_folder_or_a_checkpoint(
+    command, run, tmp_path, capsys
+):
+    extra = ["photo.jpg"] if command == "predict" else []
+    parser = build_parser()
+    best = run / "checkpoints" / "best.pt"
+    for flag, given in (("--run", run), ("--checkpoint", run), ("--checkpoint", best)):
+        args = parser.parse_args([command, *extra, flag, str(given)])
+        assert args.checkpoint == str(best)
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args([command, *extra, "--run", str(tmp_path / "nowhere")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "nowhere not found; give a run folder or a checkpoint file" in err
+    empty = tmp_path / "empty-run"
+    (empty / "checkpoints").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, *extra, "--run", str(empty)])
+    assert "has no checkpoints/best.pt or last.pt" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [empty]  # refused while parsing: nothing written
+
+
+def test_attack_compares_run_folders_too(run):
+    args = build_parser().parse_args(
+        ["attack", "--run", str(run), "--compare-checkpoint", str(run)]
+    )
+    assert args.compare_checkpoint == [str(run / "checkpoints" / "best.pt")]

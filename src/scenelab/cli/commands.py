@@ -20,7 +20,7 @@ from ..bench.config import (
     TrainBenchConfig,
 )
 from ..config import SECTIONS, TTA_MEANS, DataConfig
-from .flags import add_checkpoint_flags, add_config_flags
+from .flags import add_checkpoint_flag, add_checkpoint_flags, add_config_flags, checkpoint_path
 
 EXPORT_FORMATS = ("exported-program", "torchscript", "onnx")  # the keys of export.FORMATS
 
@@ -35,15 +35,6 @@ def _command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
         return getattr(importlib.import_module(f"{__package__}.{module}"), name)(args)
 
     return run
-
-
-def _run_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--checkpoint",
-        "--run",
-        required=True,
-        help="a checkpoint file, or a run folder (its best.pt, else last.pt)",
-    )
 
 
 def _tta_flags(p: argparse.ArgumentParser, default_note: str) -> None:
@@ -81,7 +72,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 def _predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of your own images, with probabilities")
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively), globs")
-    _run_flag(p)
+    add_checkpoint_flag(p)
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
     _tta_flags(p, "default")
     p.add_argument(
@@ -97,7 +88,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="the model as TorchScript, ONNX or torch.export, for deploying"
     )
-    _run_flag(p)
+    add_checkpoint_flag(p)
     p.add_argument(
         "--format",
         default="exported-program",
@@ -144,7 +135,8 @@ def _analysis(sub: argparse._SubParsersAction) -> None:
         "--compare-checkpoint",
         nargs="+",
         metavar="PATH",
-        help="attack other models on the same images, side by side",
+        type=checkpoint_path,
+        help="attack other models (checkpoints or run folders) on the same images, side by side",
     )
     add_config_flags(p, AttackConfig)
     add_config_flags(p, DataConfig, skip=TRAINING_DATA)

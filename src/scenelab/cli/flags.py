@@ -81,11 +81,31 @@ def add_config_flags(
             group.add_argument(*names, **kwargs)
 
 
+def checkpoint_path(value: str) -> str:
+    """argparse type of --checkpoint/--run: a checkpoint file as given, or a run folder's
+    best.pt (else its last.pt); anything else is refused while the flags are parsed."""
+    from ..inference import find_checkpoint  # imports torch: only once the flag is used
+
+    try:
+        return str(find_checkpoint(value))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint (alias --run), the same in every command that reads a trained model."""
+    parser.add_argument(
+        "--checkpoint",
+        "--run",
+        required=True,
+        type=checkpoint_path,
+        help="a checkpoint file, or a run folder (its best.pt, else last.pt)",
+    )
+
+
 def add_checkpoint_flags(parser: argparse.ArgumentParser, results: str) -> None:
     """The flags shared by the commands that read a trained model (eval, explain, attack)."""
-    parser.add_argument(
-        "--checkpoint", required=True, help="a checkpoint file (best.pt or last.pt)"
-    )
+    add_checkpoint_flag(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--out", help=f"output folder (default: <run>/{results}/)")
 
