@@ -25,19 +25,23 @@ class ExplainConfig:
     reduce: str = option(
         "max", "colour-channel reduction of |gradient|", choices=("max", "sum", "l2")
     )
-    samples: int = option(16, "smoothgrad: noisy copies per image")
-    stdev: float = option(0.1, "smoothgrad: noise standard deviation in pixel units ([0, 1])")
-    steps: int = option(32, "integrated_gradients: path points (Gauss-Legendre)")
+    samples: int = option(16, "smoothgrad: noisy copies per image", low=1)
+    stdev: float = option(
+        0.1, "smoothgrad: noise standard deviation in pixel units ([0, 1])", low=0
+    )
+    steps: int = option(32, "integrated_gradients: path points (Gauss-Legendre)", low=1)
     baseline: float = option(0.0, "integrated_gradients: grey level of the baseline image")
     layer: str | None = option(None, "grad_cam: module name (default: the last feature map)")
-    num: int = option(8, "images to explain")
+    num: int = option(8, "images to explain", low=1)
     select: str = option(
         "all",
         "which validation images: all, correctly or wrongly classified",
         choices=("all", "correct", "wrong"),
     )
     threshold: float = option(
-        2.0, "red overlay where the map exceeds this many times its mean (the course: 2)"
+        2.0,
+        "red overlay where the map exceeds this many times its mean (the course: 2)",
+        above=0,
     )
     per_image: bool = option(False, "red overlay: mean of each map instead of all maps together")
     overlay: str = option(
@@ -73,9 +77,11 @@ class AttackConfig:
     )
     attack: str = option("pgd", "attack", choices=("pgd", "fgsm"))
     norm: str = option("linf", "threat model: L-infinity or L2 ball", choices=("linf", "l2"))
-    eps: float = option(8 / 255, "ball radius in --units (default: 8/255; fractions accepted)")
-    alpha: float | None = option(None, "PGD step in --units (default: 2.5 x eps / steps)")
-    steps: int = option(10, "PGD iterations")
+    eps: float = option(
+        8 / 255, "ball radius in --units (default: 8/255; fractions accepted)", low=0
+    )
+    alpha: float | None = option(None, "PGD step in --units (default: 2.5 x eps / steps)", above=0)
+    steps: int = option(10, "PGD iterations", low=1)
     target: str = option(
         "none",
         "none (untargeted), the least-likely class or a random other class",
@@ -90,7 +96,9 @@ class AttackConfig:
         False, "targets may be the true class (the course's argmin uses no labels)"
     )
     random_start: bool = option(True, "PGD: start from a random point of the ball")
-    restarts: int = option(1, "PGD runs from new random starts; each image keeps its strongest")
+    restarts: int = option(
+        1, "PGD runs from new random starts; each image keeps its strongest", low=1
+    )
     clamp: bool = option(True, "keep adversarial images in [0, 1]")
     units: str = option(
         "pixels",
@@ -99,7 +107,7 @@ class AttackConfig:
         choices=("pixels", "normalized"),
     )
     eps_sweep: str = option("", "robust accuracy at each eps, e.g. 0,1/255,2/255,4/255,8/255")
-    num: int = option(8, "images in the picture grid")
+    num: int = option(8, "images in the picture grid", low=1)
     select: str = option(
         "first",
         "which images the grid shows: the first --num, or the first --num whose prediction "

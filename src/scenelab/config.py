@@ -16,21 +16,31 @@ AUGMENTS = ("course", "course-borders", "light", "none")
 BAD_IMAGE = ("error", "skip")
 TTA_MEANS = ("logits", "softmax")
 CONVS = ("native", "unfold", "course")  # the keys of models.CONV_LAYERS
+# --image-size above this is refused: a batch of 64 such images is already 3 GiB as floats, and
+# a mistyped size (100000) would ask for terabytes.
+MAX_IMAGE_SIZE = 2048
+DEVICE, DEVICES = r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     data: str = option("synthetic", "data source", choices=DATA_SOURCES)
     data_root: str | None = option(None, "dataset root (miniplaces: holds categories.txt; folder)")
-    image_size: int = option(0, "training/eval resolution in pixels (0: 64 synthetic, 128 else)")
+    image_size: int = option(
+        0,
+        "training/eval resolution in pixels (0: 64 synthetic, 128 else)",
+        low=0,
+        high=MAX_IMAGE_SIZE,
+    )
     batch_size: int = option(
         64,
         "images per optimisation step (under torchrun: of all processes "
         "together, each loading its share)",
+        low=1,
     )
-    val_batch_size: int = option(0, "images per evaluation batch (0: --batch-size)")
-    workers: int = option(2, "DataLoader worker processes (0: load in the main process)")
-    limit: int = option(0, "use only the first N validation images (0: all)")
+    val_batch_size: int = option(0, "images per evaluation batch (0: --batch-size)", low=0)
+    workers: int = option(2, "DataLoader worker processes (0: load in the main process)", low=0)
+    limit: int = option(0, "use only the first N validation images (0: all)", low=0)
     cache_images: bool = option(
         False,
         "decode every image once into memory (resized as the transforms would): epochs then only "
@@ -54,9 +64,11 @@ class DataConfig:
         "augment the training batch as one warp (per image only the resize and random parameters; "
         "much cheaper on the CPU); --no-batch-augment runs torchvision per image",
     )
-    synth_classes: int = option(10, "synthetic scenes: number of classes (at most 10)")
-    synth_train: int = option(4000, "synthetic scenes: training images")
-    synth_val: int = option(1000, "synthetic scenes: validation images")
+    synth_classes: int = option(
+        10, "synthetic scenes: number of classes (at most 10)", low=2, high=10
+    )
+    synth_train: int = option(4000, "synthetic scenes: training images", low=1)
+    synth_val: int = option(1000, "synthetic scenes: validation images", low=1)
     synth_seed: int = option(0, "synthetic scenes: generator seed (independent of --seed)")
 
     @property
@@ -86,21 +98,28 @@ class ModelConfig:
     weights: str | None = option(None, "start from this torchvision state-dict file (offline)")
     freeze_backbone: bool = option(False, "train only the new head of a torchvision model")
     # ViT and multi-scale ViT
-    patch_size: int | None = option(None, "ViT: patch size in pixels", arch=True)
+    patch_size: int | None = option(None, "ViT: patch size in pixels", arch=True, low=1)
     patch_sizes: tuple[int, ...] | None = option(
         None, "multi-scale ViT: patch size per branch", arch=True
     )
-    embed_dim: int | None = option(None, "ViTs: token dimension", arch=True)
-    depth: int | None = option(None, "ViTs: transformer blocks (per branch)", arch=True)
-    num_heads: int | None = option(None, "ViTs: attention heads", arch=True)
+    embed_dim: int | None = option(None, "ViTs: token dimension", arch=True, low=1)
+    depth: int | None = option(None, "ViTs: transformer blocks (per branch)", arch=True, low=1)
+    num_heads: int | None = option(None, "ViTs: attention heads", arch=True, low=1)
     window_size: int | None = option(
-        None, "ViTs: attention window in tokens (0: all global)", arch=True
+        None,
+        "ViTs: attention window in tokens (0: all global)",
+        arch=True,
+        low=0,
     )
     window_block_indexes: tuple[int, ...] | None = option(
         None, "ViTs: blocks (from 0) with windowed attention; the others attend globally", arch=True
     )
     drop_path_rate: float | None = option(
-        None, "ViTs: stochastic depth of the last block", arch=True
+        None,
+        "ViTs: stochastic depth of the last block",
+        arch=True,
+        low=0,
+        high=1,
     )
     head_norm: bool | None = option(None, "ViTs: LayerNorm between pooling and the head", arch=True)
     pos_embed: bool | None = option(None, "ViTs: learned absolute position embedding", arch=True)
@@ -111,53 +130,73 @@ class ModelConfig:
     stage_blocks: tuple[int, ...] | None = option(
         None, "resnet_bn, resnet_cpu: residual blocks per stage", arch=True
     )
-    final_width: int | None = option(None, "resnets: width of the last block (0: none)", arch=True)
+    final_width: int | None = option(
+        None, "resnets: width of the last block (0: none)", arch=True, low=0
+    )
     final_block: str | None = option(
         None,
         "resnet_bn: the last block: simplenet (the first report's: 1x1, 3x3, 1x1 convs with "
         "BatchNorm, no shortcut) or bottleneck (residual)",
         arch=True,
     )
-    expansion: int | None = option(None, "resnets: width / bottleneck width (1: basic)", arch=True)
+    expansion: int | None = option(
+        None, "resnets: width / bottleneck width (1: basic)", arch=True, low=1
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     optimizer: str = option("sgd", "optimiser", choices=OPTIMIZERS)
-    lr: float = option(0.05, "peak learning rate (after warm-up)")
-    momentum: float = option(0.9, "SGD momentum")
+    lr: float = option(0.05, "peak learning rate (after warm-up)", above=0)
+    momentum: float = option(0.9, "SGD momentum", low=0, high=1)
     weight_decay: float = option(
-        5e-4, "weight decay (not on biases, norm weights and position embeddings: see --decay-all)"
+        5e-4,
+        "weight decay (not on biases, norm weights and position embeddings: see --decay-all)",
+        low=0,
     )
     decay_all: bool = option(
         False,
         "weight decay on every parameter, biases and norm weights included (the course "
         "template's way; off: timm's and nanoGPT's)",
     )
-    backbone_lr_scale: float = option(1.0, "learning rate of all but the head, as a share of --lr")
-    warmup_epochs: float = option(1.0, "linear warm-up length in epochs, then cosine decay")
-    min_lr_ratio: float = option(0.0, "final learning rate as a fraction of --lr")
-    clip_grad: float = option(0.0, "clip the gradient norm to this value (0: off)")
-    label_smoothing: float = option(0.0, "cross-entropy label smoothing")
+    backbone_lr_scale: float = option(
+        1.0, "learning rate of all but the head, as a share of --lr", low=0
+    )
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs, then cosine decay", low=0)
+    min_lr_ratio: float = option(0.0, "final learning rate as a fraction of --lr", low=0, high=1)
+    clip_grad: float = option(0.0, "clip the gradient norm to this value (0: off)", low=0)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing", low=0, high=1)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    epochs: int = option(10, "training epochs (the length of the learning-rate schedule)")
-    stop_after: int = option(0, "stop after N epochs, keeping the schedule of --epochs (0: off)")
+    epochs: int = option(10, "training epochs (the length of the learning-rate schedule)", low=1)
+    stop_after: int = option(
+        0, "stop after N epochs, keeping the schedule of --epochs (0: off)", low=0
+    )
     seed: int = option(0, "seed for python, numpy, torch and the data order")
-    device: str = option("auto", "device: auto, cpu, cuda, cuda:N or mps")
+    device: str = option(
+        "auto", "device: auto, cpu, cuda, cuda:N or mps", pattern=DEVICE, allowed=DEVICES
+    )
     out_dir: str = option("runs", "where run folders are created")
-    name: str = option("", "run folder name suffix (default: model name)")
+    name: str = option(
+        "",
+        "run folder name suffix (default: model name)",
+        pattern=r"(?!\.\.?$)[^/\\\x00]*",  # one folder name: runs stay inside --out-dir
+        allowed="one folder name (no '/', '\\', '.' or '..')",
+    )
     accum_steps: int = option(
         1,
         "batches whose gradients are averaged into one optimizer step "
         "(the effective batch is --batch-size x this)",
+        low=1,
     )
     ema_decay: float = option(
         0.0,
         "keep an exponential moving average of the weights with this "
         "decay per step (e.g. 0.999) and validate it too (0: off)",
+        low=0,
+        high=1,
     )
     amp: str = option(
         "off",
@@ -177,6 +216,7 @@ class TrainConfig:
         0,
         "also save last.pt every N optimizer steps, so a killed run "
         "resumes from that step (0: at the end of each epoch only)",
+        low=0,
     )
     tta: bool = option(False, "validate on the image and its mirror (flip test-time augmentation)")
     tta_mean: str = option(
@@ -187,8 +227,9 @@ class TrainConfig:
     val_subset: int = option(
         0,
         "validate each epoch on a fixed random N val images, on all after the last (0: all)",
+        low=0,
     )
-    log_every: int = option(20, "steps between log lines when the output is not a terminal")
+    log_every: int = option(20, "steps between log lines when the output is not a terminal", low=1)
     time_budget: str = option(
         "",
         "fit the whole run into this wall time, e.g. 30m, 90s, 1.5h: epochs planned from the "
@@ -201,6 +242,7 @@ class TrainConfig:
         "progressive resizing (as FFCV's): train on batches resized to this many pixels at "
         "first, growing to --image-size between --resize-ramp-start and --resize-ramp-end; "
         "validation always at --image-size (0: off)",
+        low=0,
     )
     resize_ramp_start: float = option(
         0.25, "progressive resizing: the share of training after which the size starts to grow"
@@ -214,11 +256,6 @@ class TrainConfig:
             object.__setattr__(self, "time_budget", "")  # a recipe's budget turned off by a flag
         if self.time_budget:
             parse_duration(self.time_budget)  # a bad value fails before any work
-        if self.progressive_resize < 0:
-            raise ValueError(
-                f"--progressive-resize {self.progressive_resize}: give a size in pixels "
-                "smaller than --image-size, or 0 for off"
-            )
         if not 0 <= self.resize_ramp_start <= self.resize_ramp_end <= 1:
             raise ValueError(
                 f"--resize-ramp-start {self.resize_ramp_start} and --resize-ramp-end "
@@ -244,13 +281,19 @@ class AdvConfig:
 
     adv_train: str = option("none", "adversarial training method", choices=ADV_METHODS)
     adv_eps: float = option(
-        8 / 255, "attack radius in pixel units (default: 8/255; fractions accepted)"
+        8 / 255,
+        "attack radius in pixel units (default: 8/255; fractions accepted)",
+        low=0,
     )
     adv_step_size: float | None = option(
-        None, "attack step (default: 2.5 x eps / steps; fgsm-rs: 1.25 x eps)"
+        None,
+        "attack step (default: 2.5 x eps / steps; fgsm-rs: 1.25 x eps)",
+        above=0,
     )
     adv_steps: int | None = option(
-        None, "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)"
+        None,
+        "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)",
+        low=1,
     )
     adv_target: str = option(
         "none",
@@ -265,13 +308,21 @@ class AdvConfig:
         choices=ADV_UNITS,
     )
     adv_fraction: float = option(
-        0.5, "goodfellow: share of each batch replaced by adversarial examples"
+        0.5,
+        "goodfellow: share of each batch replaced by adversarial examples",
+        low=0,
+        high=1,
     )
     adv_weight: float = option(
-        0.5, "goodfellow: weight of the clean loss; the mixed batch gets 1 - weight"
+        0.5,
+        "goodfellow: weight of the clean loss; the mixed batch gets 1 - weight",
+        low=0,
+        high=1,
     )
-    trades_beta: float = option(6.0, "trades: weight of the robustness (KL) term")
-    adv_warmup_epochs: float = option(0.0, "raise eps linearly from 0 over these first epochs")
+    trades_beta: float = option(6.0, "trades: weight of the robustness (KL) term", low=0)
+    adv_warmup_epochs: float = option(
+        0.0, "raise eps linearly from 0 over these first epochs", low=0
+    )
     adv_bn_mode: str = option(
         "eval",
         "model mode while the attack runs: eval (BatchNorm running "
@@ -282,8 +333,9 @@ class AdvConfig:
         None,
         "robust accuracy every epoch on the first N val images (default: 256 with "
         "--adv-train, else 0: off)",
+        low=0,
     )
-    adv_eval_steps: int = option(10, "PGD steps of the robust evaluation (at --adv-eps)")
+    adv_eval_steps: int = option(10, "PGD steps of the robust evaluation (at --adv-eps)", low=1)
 
     def __post_init__(self) -> None:
         if not 0 <= self.adv_fraction <= 1 or not 0 <= self.adv_weight <= 1:

@@ -2,12 +2,37 @@
 conversion of values from flags, YAML and checkpoints to a field's type, with clear errors, and
 `override_sections`, which applies such values to a configuration of section dataclasses."""
 
+import math
+import re
 from dataclasses import Field, field, fields, replace
 from typing import Any, get_type_hints
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
+    """A config field: its default, its flag's help, and metadata: `choices`, and for numbers
+    the bounds `low` and `high` (inclusive) or `above` (exclusive) that `out_of_bounds`
+    checks wherever a value comes in (flag, YAML, checkpoint)."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+def out_of_bounds(f: Field, value: Any) -> str | None:
+    """Why `value` is not allowed in the field `f`, or None. Floats must be finite; the bounds
+    of numbers, and the `pattern` (a regular expression, described by `allowed`) of strings,
+    come from the field's metadata."""
+    meta = f.metadata
+    if isinstance(value, str) and "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        return f"is not {meta['allowed']}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if "low" in meta and value < meta["low"]:
+        return f"must be at least {meta['low']}"
+    if "above" in meta and value <= meta["above"]:
+        return f"must be greater than {meta['above']}"
+    if "high" in meta and value > meta["high"]:
+        return f"must be at most {meta['high']}"
+    return None
 
 
 def field_kind(hint: Any) -> type:
@@ -81,6 +106,9 @@ def coerce(f: Field, hint: Any, value: Any) -> Any:
         ) from None
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise ValueError(f"config key {f.name!r}: {value!r} is not one of {f.metadata['choices']}")
+    problem = out_of_bounds(f, value)
+    if problem:
+        raise ValueError(f"config key {f.name!r}: {value!r} {problem}")
     return value
 
 

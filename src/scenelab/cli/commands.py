@@ -20,7 +20,13 @@ from ..bench.config import (
     TrainBenchConfig,
 )
 from ..config import SECTIONS, TTA_MEANS, DataConfig
-from .flags import add_checkpoint_flag, add_checkpoint_flags, add_config_flags, checkpoint_path
+from .flags import (
+    add_checkpoint_flag,
+    add_checkpoint_flags,
+    add_config_flags,
+    add_device_flag,
+    checkpoint_path,
+)
 
 EXPORT_FORMATS = ("exported-program", "torchscript", "onnx")  # the keys of export.FORMATS
 
@@ -82,7 +88,7 @@ def _predict(sub: argparse._SubParsersAction) -> None:
         "-j", "--workers", type=int, default=2, help="image-decoding processes (default: 2)"
     )
     p.add_argument("--out", help="also write the predictions to FILE.csv or FILE.json")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_flag(p)
     p.set_defaults(func=_command("predict", "cmd_predict"))
 
     p = sub.add_parser(

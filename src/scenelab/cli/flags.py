@@ -1,13 +1,16 @@
 """Command-line flags generated from the config dataclasses, and the --config YAML layer."""
 
 import argparse
-from dataclasses import fields
+import re
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-from ..fields import field_kind, parse_ints, parse_number
+from ..config import DEVICE, DEVICES
+from ..fields import field_kind, out_of_bounds, parse_ints, parse_number
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -24,6 +27,25 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a number such as 0.03 or 8/255, got {text!r}"
         ) from None
+
+
+def _bounded(f: Field, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """The flag's type: `convert`, then the field's bounds (argparse names the flag)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:  # int("x"): argparse's own message, as for any typed flag
+            raise argparse.ArgumentTypeError(
+                f"expected {getattr(convert, '__name__', 'a value')}, got {text!r}"
+            ) from None
+        problem = out_of_bounds(f, value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text} {problem}")
+        return value
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
 
 
 # Help-group titles of the config sections (any other class: its name without "Config")
@@ -75,7 +97,7 @@ def add_config_flags(
             elif kind is tuple:
                 kwargs.update(type=_ints, metavar="N,N")
             else:
-                kwargs["type"] = _number if kind is float else kind
+                kwargs["type"] = _bounded(f, _number if kind is float else kind)
                 kwargs["choices"] = f.metadata.get("choices")
             names = ["--" + f.name.replace("_", "-"), *ALIASES.get(f.name, [])]
             group.add_argument(*names, **kwargs)
@@ -103,10 +125,21 @@ def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def device_name(text: str) -> str:
+    """argparse type of --device: refused while parsing unless auto, cpu, cuda, cuda:N, mps."""
+    if not re.fullmatch(DEVICE, text):
+        raise argparse.ArgumentTypeError(f"{text} is not {DEVICES}")
+    return text
+
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", type=device_name, help=DEVICES)
+
+
 def add_checkpoint_flags(parser: argparse.ArgumentParser, results: str) -> None:
     """The flags shared by the commands that read a trained model (eval, explain, attack)."""
     add_checkpoint_flag(parser)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_flag(parser)
     parser.add_argument("--out", help=f"output folder (default: <run>/{results}/)")
 
 

@@ -67,6 +67,9 @@ def build_dataset(
         dataset = image_folder(_require_root(cfg), split, transform)
     else:
         raise DatasetError(f"unknown data source {cfg.data!r}")
+    if len(dataset) == 0:  # an empty split would "train" to loss 0 and accuracy 0
+        flag = "--synth-train/--synth-val" if cfg.data == "synthetic" else "--data-root"
+        raise DatasetError(f"the {split} split of the {cfg.data} data has no images; check {flag}")
     classes = list(dataset.classes)
     if cfg.cache_images:
         cache_images(dataset, resize_size(size))

@@ -1,6 +1,7 @@
 """Reading image files into uint8 RGB tensors, with errors that name the file, and leaving
 unreadable images out of their batch (`--on-bad-image skip`)."""
 
+import re
 from pathlib import Path
 
 import torch
@@ -12,16 +13,39 @@ from .wrapped import Wrapped
 
 
 class DatasetError(ValueError):
-    """A dataset on disk is malformed: the message says what, where, and what to do."""
+    """A dataset on disk is malformed: the message says what, where, and what to do.
+
+    Raised in a DataLoader worker, it reaches the main process as torch re-raises a worker's
+    error: the class called with one message, "Caught <class> in DataLoader worker process N",
+    then the worker's traceback. The message is cut back to the original one, so that the
+    user reads what is wrong rather than a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_original_message(message, type(self).__name__))
+
+
+def _original_message(message: str, name: str) -> str:
+    """A worker's re-raised message -> the original (the text after `...<name>: ` at the start
+    of the traceback's last entry); any other message as it is."""
+    if not message.startswith(f"Caught {name} in DataLoader worker"):
+        return message
+    found = re.search(rf"^[\w.]*\b{name}: (.*)\Z", message, re.MULTILINE | re.DOTALL)
+    return found.group(1).strip() if found else message
 
 
 UNCACHED = "it could not be decoded when the images were cached"
 
 
 class BadImage(DatasetError):
-    """One image file cannot be read or decoded."""
+    """One image file cannot be read or decoded (`path`: the file)."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+        if reason is None:  # re-raised from a DataLoader worker: `path` is the message
+            super().__init__(str(path))
+            found = re.match(r"cannot decode image (.*?): ", str(self))
+            self.path = found.group(1) if found else ""
+            return
         super().__init__(
             f"cannot decode image {path}: {reason}. The file is corrupt, truncated or not an "
             "image; replace it, remove its line from the list file, or pass --on-bad-image skip."

@@ -14,7 +14,7 @@ image files. Each problem is a `DatasetError` that says what to fix.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 from torch.utils.data import Dataset
@@ -66,7 +66,11 @@ def read_categories(path: Path) -> list[str]:
         else:
             found[int(fields[1])] = fields[0]
     _fail(f"malformed lines in {path}", problems, "Each line must read like '/a/abbey 0'.")
-    if sorted(found) != list(range(len(found))) or not found:
+    if not found:
+        raise DatasetError(
+            f"{path} lists no categories; it needs one line per category, like '/a/abbey 0'"
+        )
+    if sorted(found) != list(range(len(found))):
         missing = sorted(set(range(max(found, default=-1) + 1)) - set(found))
         raise DatasetError(
             f"{path}: category indices must be 0..K-1 with none missing; missing {missing[:_SHOW]}"
@@ -80,6 +84,12 @@ def read_list(path: Path, categories: list[str], labelled: bool = True) -> list[
     problems, entries = [], []
     for n, line in _lines(path):
         fields, where = line.split(), f"{path}:{n}"
+        image = PurePosixPath(fields[0])
+        if image.is_absolute() or ".." in image.parts:  # every image lies under images/
+            problems.append(
+                f"{where}: {fields[0]!r} is not a path under images/ (relative, without '..')"
+            )
+            continue
         if not labelled:  # the official test.txt lists paths only
             entries.append(Entry(fields[0], -1, where))
             continue
@@ -101,6 +111,11 @@ def read_list(path: Path, categories: list[str], labelled: bool = True) -> list[
         problems,
         f"Fix these lines; labels refer to {path.parent / 'categories.txt'}.",
     )
+    if not entries:
+        raise DatasetError(
+            f"{path} lists no images; it needs one line per image, like "
+            "'train/a/abbey/00000001.jpg 0' (a path under images/ and its label)"
+        )
     return entries
 
 
