@@ -250,3 +250,23 @@ def test_evaluate_restores_each_submodules_mode_even_when_the_forward_raises(fai
             evaluate(model, loader, device=torch.device("cpu"))
     assert model.seen and not any(any(seen) for seen in model.seen)  # all in eval mode
     assert _modes(model) == before
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"eps": -0.1}, "eps must be a finite number >= 0, got -0.1"),
+        ({"eps": float("nan")}, "eps must be a finite number >= 0, got nan"),
+        ({"alpha": float("inf")}, "alpha must be a finite number >= 0"),
+        ({"steps": 0}, "steps (0) and restarts (1) must be at least 1"),
+        ({"x": torch.full((2, 3, 32, 32), float("nan"))}, "NaN or infinite values"),
+        ({"x": torch.rand(0, 3, 32, 32), "y": torch.zeros(0, dtype=torch.long)}, "empty batch"),
+    ],
+    ids=["negative-eps", "nan-eps", "inf-alpha", "no-steps", "nan-images", "empty-batch"],
+)
+def test_the_python_api_refuses_what_would_attack_nothing(cnn, images, labels, change, says):
+    inputs = {"x": images, "y": labels} | {k: v for k, v in change.items() if k in ("x", "y")}
+    settings = {k: v for k, v in change.items() if k not in ("x", "y")}
+    with pytest.raises(ValueError) as error:
+        pgd(cnn, inputs["x"], inputs["y"], **settings)
+    assert says in str(error.value)

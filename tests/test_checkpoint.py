@@ -1,3 +1,5 @@
+import errno
+
 import pytest
 import torch
 
@@ -42,9 +44,9 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         save_checkpoint(path, _state(SimpleNet(num_classes=3)))
-    assert path.read_bytes() == before
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
 @pytest.mark.faults
@@ -83,3 +85,39 @@ def test_a_checkpoint_of_another_model_or_class_count_names_both(tmp_path):
         load_model_state(SimpleNet(num_classes=3), state, "vit", "x.pt")
     with pytest.raises(CheckpointError, match=r"\(simplenet, 3 classes\) does not fit .*head"):
         load_model_state(SimpleNet(num_classes=5), state, "simplenet", "x.pt")
+
+
+@pytest.mark.parametrize(
+    "failure, says",
+    [
+        (
+            RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 32"),
+            "unexpected pos",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device (ENOSPC)"),
+    ],
+    ids=["torch-writer", "oserror"],
+)
+def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_and_no_partial_file(
+    tmp_path, monkeypatch, failure, says
+):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def disk_full(state, f):
+        f.write(b"half a checkpoint")  # as a full disk does: part of it, then the error
+        raise failure
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(path, {"step": 2})
+    message = str(error.value)
+    assert f"cannot write checkpoint {path}" in message and says in message
+    assert "MB free on that disk" in message and "the previous one is unchanged" in message
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no .tmp left
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="no partial file was left"):
+        save_checkpoint(tmp_path / "other" / "best.pt", {"step": 2})
+    assert list((tmp_path / "other").iterdir()) == []

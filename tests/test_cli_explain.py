@@ -68,6 +68,12 @@ def test_explaining_photos_titles_each_with_its_prediction_and_folder_truth(run,
     assert "\n".join(saved["titles"]) in capsys.readouterr().out
     assert _explain(run, *flags, "--no-per-image") == 0  # the course's shared threshold on ask
     assert any(not f.name.endswith("per-image") for f in (tmp_path / "maps").iterdir())
+    # a folder stands for its images (searched recursively), as in predict
+    flags = ["--images", str(tmp_path / classes[1]), "--out", str(tmp_path / "folder")]
+    assert _explain(run, *flags) == 0
+    (folder,) = (tmp_path / "folder").iterdir()
+    (title,) = torch.load(folder / "maps.pt", weights_only=True)["titles"]
+    assert title.startswith("a.png: ") and title.endswith(f"(true {classes[1]})")
 
 
 def test_heat_overlays_get_a_colour_bar_and_figures_take_the_format_asked(run, tmp_path):

@@ -24,10 +24,7 @@ def test_compare_writes_the_table_and_curves_and_reads_runs_at_one_epoch(
         compare, "plot_run_curves", lambda runs, *a, **k: legends.append([n for n, _ in runs])
     )
     assert main(["compare", str(run), str(vit), "--out", str(tmp_path / "cmp")]) == 0
-    assert legends[0] == [  # the first three settings that differ (epochs would be the 4th)
-        "simplenet, optimizer sgd, lr 0.05, weight-decay 0.0005",
-        "vit, optimizer adamw, lr 0.01, weight-decay 0.05",
-    ]
+    assert legends[0] == ["simplenet", "vit"]  # each model's own optimiser is no difference
     printed = capsys.readouterr().out
     assert "val top-1" in printed and "small-vit" in printed
     (out,) = (tmp_path / "cmp").iterdir()

@@ -236,7 +236,7 @@ def test_an_image_that_cannot_be_cached_fails_when_read_or_is_skipped(tiny_minip
     root = str(tiny_miniplaces)
     cfg = DataConfig(data="miniplaces", data_root=root, image_size=24, workers=0, cache_images=True)
     val, _ = build_dataset(cfg, "val")
-    with pytest.raises(DatasetError, match=r"cannot decode image .*00000003\.jpg: it could not"):
+    with pytest.raises(DatasetError, match=r"cannot decode image .*00000003\.jpg: .*corrupt"):
         val[2]
     skip, _ = build_dataset(DataConfig(**{**cfg.__dict__, "on_bad_image": "skip"}), "val")
     assert skip[2] is None and skip[1] is not None
@@ -270,3 +270,17 @@ def test_data_show_draws_a_grid_of_images_named_by_class(
     with Image.open(out) as image:
         assert image.width > image.height  # one row of 6
     assert "6 random train images of 12" in capsys.readouterr().out
+
+
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tiny_miniplaces):
+    from scenelab.data.decode import BadImage, decode_rgb
+
+    path = tiny_miniplaces / "images" / "val" / "00000001.jpg"
+    with pytest.raises(
+        BadImage, match=r"32 x 32 = 1,024 pixels, more than --max-image-pixels 1,000"
+    ):
+        decode_rgb(path, max_pixels=1000)
+    assert decode_rgb(path, max_pixels=1024).shape == (3, 32, 32)
+    assert decode_rgb(path, max_pixels=0).shape == (3, 32, 32)  # 0: no limit
+    with pytest.raises(BadImage, match="no such file. Check the path"):
+        decode_rgb(path.with_name("missing.jpg"))

@@ -160,6 +160,21 @@ def test_hostile_archive_members_are_refused_and_nothing_is_extracted(server, tm
         download_miniplaces(root, sources=_sources(url))
     assert not (root / "images").exists() and not (root / ".download" / "extracting").exists()
     assert not (tmp_path / "deep" / "evil.txt").exists()
+    assert not (root / "data.tar.gz").exists()  # the refused archive does not stay behind
+
+
+def test_a_damaged_partial_download_is_deleted_so_the_next_run_starts_afresh(server, tmp_path):
+    url, handler = server
+    _publish(handler.files, tmp_path)
+    root = tmp_path / "miniplaces"
+    part = root / ".download" / "data.tar.gz.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"garbage from an earlier, damaged transfer")  # resumed, then appended to
+    with pytest.raises(DownloadError, match="was deleted .* run the command again"):
+        download_miniplaces(root, sources=_sources(url))
+    assert not (root / "data.tar.gz").exists() and not part.exists()
+    download_miniplaces(root, sources=_sources(url))  # the rerun downloads it whole
+    assert len(MiniPlaces(root, "val")) == 6
 
 
 def test_offline_fails_with_the_manual_steps(tmp_path):

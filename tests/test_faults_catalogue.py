@@ -6,8 +6,11 @@ mistake, and that nothing is written outside the folders the command was given.
 """
 
 import os
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,27 +33,27 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:40])  # a truncated JPEG
 
 
-def bad_train_image(data: Path) -> None:
+def bad_train_image(data: Path, run: Path) -> None:
     _truncate(data / "images" / "train" / "f" / "forest" / "00000002.jpg")
 
 
-def bad_val_image(data: Path) -> None:
+def bad_val_image(data: Path, run: Path) -> None:
     _truncate(data / "images" / "val" / "00000003.jpg")
 
 
-def empty_train_list(data: Path) -> None:
+def empty_train_list(data: Path, run: Path) -> None:
     (data / "train.txt").write_text("")
 
 
-def empty_val_list(data: Path) -> None:
+def empty_val_list(data: Path, run: Path) -> None:
     (data / "val.txt").write_text("\n\n")
 
 
-def empty_categories(data: Path) -> None:
+def empty_categories(data: Path, run: Path) -> None:
     (data / "categories.txt").write_text("")
 
 
-def malformed_categories(data: Path) -> None:
+def malformed_categories(data: Path, run: Path) -> None:
     (data / "categories.txt").write_text("/a/abbey zero\n")
 
 
@@ -59,27 +62,64 @@ def _append(data: Path, split: str, line: str) -> None:
         f.write(line + "\n")
 
 
-def absolute_path_in_list(data: Path) -> None:
+def absolute_path_in_list(data: Path, run: Path) -> None:
     _append(data, "train", "/etc/passwd 1")
 
 
-def parent_path_in_list(data: Path) -> None:
+def parent_path_in_list(data: Path, run: Path) -> None:
     _append(data, "val", "../../outside.jpg 0")
 
 
-def label_out_of_range(data: Path) -> None:
+def label_out_of_range(data: Path, run: Path) -> None:
     _append(data, "val", "val/00000001.jpg 7")
 
 
-def missing_image(data: Path) -> None:
+def missing_image(data: Path, run: Path) -> None:
     (data / "images" / "val" / "00000002.jpg").unlink()
 
 
-def bad_yaml_epochs(data: Path) -> None:
+def a_file(data: Path, run: Path) -> None:
+    (data.parent / "afile").write_text("not a folder")
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (its pixel data left out): all a header
+    check reads. Written as a .jpg path: decoders go by content, not by name."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def huge_train_image(data: Path, run: Path) -> None:
+    (data / "images" / "train" / "f" / "forest" / "00000002.jpg").write_bytes(
+        _huge_png(20000, 20000)
+    )
+
+
+def copy_run(data: Path, run: Path) -> None:
+    shutil.copytree(run, data.parent / "myrun")
+
+
+def cut_metrics(data: Path, run: Path) -> None:
+    copy_run(data, run)
+    with open(data.parent / "myrun" / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "train_lo')  # a kill while the row was written
+
+
+def random_checkpoint(data: Path, run: Path) -> None:
+    (data.parent / "random.pt").write_bytes(bytes(range(256)) * 8)
+
+
+def bad_yaml_epochs(data: Path, run: Path) -> None:
     (data / "recipe.yaml").write_text("train:\n  epochs: 0\n")
 
 
-def unknown_yaml_key(data: Path) -> None:
+def unknown_yaml_key(data: Path, run: Path) -> None:
     (data / "recipe.yaml").write_text("train:\n  epoch: 3\n")
 
 
@@ -154,6 +194,66 @@ CASES = [
         "train --data miniplaces --data-root {tmp}/nowhere --out-dir {out}".split(),
         ["nowhere does not exist", "--data-root"],
     ),
+    Case(
+        "--out-dir naming a file",
+        "train --epochs 1 --synth-train 32 --synth-val 16 --out-dir {tmp}/afile".split(),
+        ["afile", "Not a directory (ENOTDIR)", "give a folder's path"],
+        prepare="a_file",
+        status=1,
+        writes=[],
+    ),
+    Case(
+        "data download --root naming a file",
+        "data download miniplaces --root {tmp}/afile".split(),
+        ["afile"],
+        prepare="a_file",
+        status=1,
+        writes=[],
+    ),
+    _data(
+        "20000 x 20000 image",
+        "huge_train_image",
+        "forest/00000002.jpg: 400,000,000 pixels, more than --max-image-pixels 89,478,485",
+        "--on-bad-image skip",
+    ),
+    Case(
+        "20000 x 20000 image skipped and counted",
+        [*TRAIN.split(), "--on-bad-image", "skip"],
+        ["skipped 1 unreadable image"],
+        prepare="huge_train_image",
+        status=0,
+    ),
+    Case(
+        "--resume a finished run",
+        "train --resume {tmp}/myrun".split(),
+        ["already finished its 2 epochs", "nothing to resume", "start a new run"],
+        prepare="copy_run",
+        writes=[],
+    ),
+    _refused("train --resume {tmp}/nowhere", "nowhere not found; give a run folder"),
+    _refused("train --resume {data}", "has no checkpoints/last.pt to resume from"),
+    Case(
+        "report of a run whose last metrics line was cut",
+        "report {tmp}/myrun".split(),
+        ["metrics.jsonl: its last line was cut short (a killed run); left out"],
+        prepare="cut_metrics",
+        status=0,
+        writes=["myrun"],
+    ),
+    Case(
+        "random bytes as a checkpoint",
+        "eval --checkpoint {tmp}/random.pt".split(),
+        ["random.pt is not a readable checkpoint"],
+        prepare="random_checkpoint",
+        writes=[],
+    ),
+    Case(
+        "explain --images naming nothing",
+        "explain --run {run} --images {tmp}/nowhere.jpg".split(),
+        ["--images: ", "nowhere.jpg: no such file or folder"],
+        writes=[],
+    ),
+    _refused("train --max-image-pixels -1", "--max-image-pixels: -1 must be at least 0"),
     _refused("train --epochs 0", "--epochs: 0 must be at least 1"),
     _refused("train --epochs -1", "--epochs: -1 must be at least 1"),
     _refused("train --lr nan", "--lr: nan must be a finite number"),
@@ -188,7 +288,7 @@ CASES = [
 
 
 def _scenelab(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONWARNINGS": "ignore"}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-m", "scenelab", *args],
         cwd=cwd,
@@ -207,7 +307,7 @@ def _tree(root: Path) -> set[Path]:
 def test_bad_input_gets_a_clear_error_and_writes_nothing_elsewhere(case, tmp_path, run):
     data = write_tiny(tmp_path / "data")
     if case.prepare:
-        globals()[case.prepare](data)
+        globals()[case.prepare](data, run)
     cwd, out = tmp_path / "cwd", tmp_path / "out"
     cwd.mkdir()
     before = _tree(tmp_path)

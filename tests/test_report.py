@@ -222,3 +222,15 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(run, tmp_pa
     window = ["--window-size=1200,3000", f"--screenshot={shot}"]
     subprocess.run([*flags, *window, html.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_a_metrics_file_cut_by_a_kill_is_read_without_its_last_line(tmp_path):
+    from scenelab.tracking import read_rows
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "train_lo')
+    with pytest.warns(UserWarning, match="metrics.jsonl: its last line was cut short"):
+        assert read_rows(path) == [{"epoch": 1}, {"epoch": 2}]
+    path.write_text('{"epoch": 1}\n{"epo\n{"epoch": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2 is not a JSON metrics row"):
+        read_rows(path)

@@ -31,12 +31,27 @@ def check_pixels(x: Tensor) -> None:
     """Refuse images outside [0, 1]: they are usually already normalised."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(x.shape)}")
+    if not len(x):
+        raise ValueError("an empty batch (0 images): give at least one image")
+    if not torch.isfinite(x).all():
+        raise ValueError("the images hold NaN or infinite values; check how they were made")
     lo, hi = x.min().item(), x.max().item()
     if lo < 0 or hi > 1:
         raise ValueError(
             f"images must be pixels in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); pass images "
             "before normalisation: every scenelab model normalises its input itself"
         )
+
+
+def check_sizes(eps: float | Tensor, alpha: float | Tensor, steps: int, restarts: int) -> None:
+    """Refuse a radius or step that is negative or not a number, and fewer than one step or
+    run (a negative eps would silently attack nothing)."""
+    for name, value in (("eps", eps), ("alpha", alpha)):
+        values = torch.as_tensor(value, dtype=torch.float64)
+        if not torch.isfinite(values).all() or (values < 0).any():
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"steps ({steps}) and restarts ({restarts}) must be at least 1")
 
 
 def least_likely_target(logits: Tensor, y: Tensor | None = None) -> Tensor:
@@ -168,6 +183,7 @@ def pgd(
     ascends a divergence instead).
     """
     check_pixels(x)
+    check_sizes(eps, alpha, steps, restarts)
     attack_once = partial(
         _pgd_once,
         model,

@@ -7,9 +7,11 @@ checkpoint's position in its epoch), `config` (the run's nested config dict), `c
 is pickled beyond tensors and primitives, so `torch.load(weights_only=True)` reads it.
 """
 
+import errno
 import math
 import os
 import pickle
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -106,11 +108,32 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(_unwritten(path, e)) from None
+
+
+def _unwritten(path: Path, error: OSError | RuntimeError) -> str:
+    """Why the checkpoint `path` could not be written, the disk's free space, and what to do."""
+    if isinstance(error, OSError) and error.strerror:
+        reason = f"{error.strerror} ({errno.errorcode.get(error.errno or 0, 'OSError')})"
+    else:
+        reason = str(error).strip().splitlines()[0]
+    try:
+        free = f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MB free on that disk"
+    except OSError:
+        free = ""
+    kept = "the previous one is unchanged" if path.exists() else "no partial file was left"
+    return (
+        f"cannot write checkpoint {path}: {reason}{free}. Free some space (or give another "
+        f"--out-dir) and resume; {kept}."
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -119,7 +142,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "allowed global" not in str(e):  # bad bytes (random, damaged), not a foreign object
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (damaged, or not written by torch.save); "
+                "give a best.pt or last.pt that scenelab wrote"
+            ) from None
         raise CheckpointError(
             f"{path} contains pickled Python objects beyond tensors and plain values; scenelab "
             "refuses to load it because unpickling can run arbitrary code. Only load "

@@ -19,6 +19,9 @@ CONVS = ("native", "unfold", "course")  # the keys of models.CONV_LAYERS
 # --image-size above this is refused: a batch of 64 such images is already 3 GiB as floats, and
 # a mistyped size (100000) would ask for terabytes.
 MAX_IMAGE_SIZE = 2048
+# Images with more pixels than this are refused before decoding (--max-image-pixels): Pillow's
+# decompression-bomb threshold, 89.5 MP (9459 x 9459), far above any photo dataset's images.
+MAX_IMAGE_PIXELS = 89_478_485
 DEVICE, DEVICES = r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -41,6 +44,12 @@ class DataConfig:
     val_batch_size: int = option(0, "images per evaluation batch (0: --batch-size)", low=0)
     workers: int = option(2, "DataLoader worker processes (0: load in the main process)", low=0)
     limit: int = option(0, "use only the first N validation images (0: all)", low=0)
+    max_image_pixels: int = option(
+        MAX_IMAGE_PIXELS,
+        "refuse images with more pixels than this, from their header, before decoding them "
+        "(a bad image: see --on-bad-image; 0: no limit)",
+        low=0,
+    )
     cache_images: bool = option(
         False,
         "decode every image once into memory (resized as the transforms would): epochs then only "
@@ -292,8 +301,8 @@ class AdvConfig:
     )
     adv_steps: int | None = option(
         None,
-        "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10)",
-        low=1,
+        "attack steps (default: goodfellow 5, madry 7, fgsm-rs 1, trades 10; 0: the clean images)",
+        low=0,
     )
     adv_target: str = option(
         "none",

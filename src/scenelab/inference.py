@@ -24,7 +24,8 @@ from .data.decode import BadImage, decode_rgb
 from .data.transforms import eval_transform
 from .evaluation import tta_logits
 from .modes import eval_mode
-from .tracking import Console, RunDir
+from .run_paths import locate_checkpoint
+from .tracking import Console
 
 # What torchvision.io.decode_image reads
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
@@ -44,19 +45,10 @@ class FilePrediction:
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or a run folder's best.pt (else its last.pt)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        run = RunDir(path)
-        for candidate in (run.best, run.last):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(
-            f"{path} has no checkpoints/best.pt or last.pt; give a run folder that finished at "
-            "least one epoch, or a checkpoint file"
-        )
-    raise CheckpointError(f"{path} not found; give a run folder or a checkpoint file")
+    found, why = locate_checkpoint(path)
+    if found is None:
+        raise CheckpointError(why)
+    return found
 
 
 def load_run(

@@ -46,26 +46,27 @@ def _value(value: Any) -> str:
 
 
 def setting_labels(configs: list[dict[str, Any]], fallbacks: list[str]) -> list[str]:
-    """One label per run: its model, then `flag value` for each setting in which the runs
-    differ and that the run sets (up to MAX_SETTINGS). Runs the settings cannot tell apart
-    (the same config twice) get `fallbacks[i]` (usually the run's name) after the model; so
-    do runs without a config.
+    """One label per run: its model, then `flag value` for each setting in which the runs of
+    that model differ and that the run sets (up to MAX_SETTINGS). Runs the settings cannot
+    tell apart (the same config twice) get `fallbacks[i]` (usually the run's name) after the
+    model; so do runs without a config.
     """
     flats = [_flat(c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    # Unset (None) is not a difference: a ViT's embed_dim is None in a SimpleNet run's config.
-    differ = [
-        k
-        for k in keys
-        if k != "model" and len({repr(f[k]) for f in flats if f.get(k) is not None}) > 1
-    ]
     labels = []
     for flat, fallback in zip(flats, fallbacks, strict=True):
         model = str(flat.get("model", "")) or fallback
-        mine = [k for k in differ if flat.get(k) is not None][:MAX_SETTINGS]
-        labels.append(
-            ", ".join([model, *(f"{k.replace('_', '-')} {_value(flat[k])}" for k in mine)])
-        )
+        # Settings are compared between runs of the same model: two models differ in their
+        # own defaults (optimiser, learning rate), which the model's name already says.
+        peers = [f for f in flats if f.get("model") == flat.get("model")]
+        differ = [
+            k
+            for k in flat
+            if k != "model"
+            and flat[k] is not None  # unset: a ViT's embed_dim in a SimpleNet run's config
+            and len({repr(f.get(k)) for f in peers if f.get(k) is not None}) > 1
+        ][:MAX_SETTINGS]
+        parts = [f"{k.replace('_', '-')} {_value(flat[k])}" for k in differ]
+        labels.append(", ".join([model, *parts]))
     if len(set(labels)) < len(labels) or not flats:  # settings alike: add the names
         labels = [
             f"{label} ({fallback})" if fallback not in label else label

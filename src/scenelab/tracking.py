@@ -11,6 +11,7 @@ import csv
 import json
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,9 +63,26 @@ class RunDir:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl file ([] when absent)."""
+    """The rows of a metrics.jsonl file ([] when absent). A last line cut short (the process
+    was killed while writing it) is left out, with a warning naming the file; a damaged line
+    before the last is an error that names its line."""
     lines = path.read_text().splitlines() if path.is_file() else []
-    return [json.loads(line) for line in lines if line.strip()]
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines):
+                raise ValueError(
+                    f"{path}:{n} is not a JSON metrics row; the file is damaged (restore it, or "
+                    "delete that line)"
+                ) from None
+            warnings.warn(
+                f"{path}: its last line was cut short (a killed run); left out", stacklevel=2
+            )
+    return rows
 
 
 # TensorBoard tag -> key of the epoch's metrics row

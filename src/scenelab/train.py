@@ -337,9 +337,14 @@ def _non_finite_loss_stops(epoch: int, run: RunDir) -> Iterator[None]:
     try:
         yield
     except NonFiniteLoss as e:
+        kept = (
+            f"the last good checkpoint is {run.last}"
+            if run.last.is_file()
+            else "no checkpoint was saved before it, so start again"
+        )
         raise TrainingError(
-            f"{e} in epoch {epoch}; the model was not updated with it, and the last good "
-            f"checkpoint is {run.last}. Lower --lr or set --clip-grad."
+            f"{e} in epoch {epoch}; the model was not updated with it, and {kept}. "
+            "Lower --lr or set --clip-grad."
         ) from None
 
 

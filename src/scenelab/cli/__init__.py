@@ -7,10 +7,13 @@ group of subcommands holds what they do, imported when one of them runs.
 """
 
 import argparse
+import errno
 import importlib.metadata
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 
 from .commands import add_commands
 from .control import process_age
@@ -44,12 +47,47 @@ def _for_the_user(error: Exception) -> bool:
     )
 
 
+# What to do about an operating-system error on a path the user gave, by its errno.
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space on that disk, or give another --out-dir",
+    errno.EDQUOT: "free some space on that disk, or give another --out-dir",
+    errno.EACCES: "give a folder you can write to, or change its permissions",
+    errno.EPERM: "give a folder you can write to, or change its permissions",
+    errno.EROFS: "give a folder on a writable disk",
+    errno.EEXIST: "it is a file where a folder is needed: give a folder's path",
+    errno.ENOTDIR: "part of it is a file where a folder is needed: give a folder's path",
+    errno.EISDIR: "it is a folder where a file is needed: give a file's path",
+    errno.ENOENT: "check the path",
+}
+
+
+def os_error_message(error: OSError) -> str | None:
+    """A user's message for an OS error on a path (disk full, no permission, a file where a
+    folder should be), or None for one that names no path (a bug to show as a traceback)."""
+    if error.filename is None or error.errno not in _OS_ADVICE:
+        return None
+    name = errno.errorcode.get(error.errno, "")
+    return f"{error.filename}: {error.strerror} ({name}); {_OS_ADVICE[error.errno]}"
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+_default_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """scenelab's own warnings read as a note to the user; others keep Python's format."""
+    if Path(filename).resolve().is_relative_to(_PACKAGE):
+        return f"warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (`argv` None: the process's arguments; a --time-budget then counts from
     the process's start, and from this call otherwise)."""
     started = time.perf_counter() - (process_age() if argv is None else 0.0)
     if "" not in sys.path and os.getcwd() not in sys.path:  # --model mymodule:Net, as python -m
         sys.path.insert(0, os.getcwd())
+    warnings.formatwarning = _format_warning
     args = build_parser().parse_args(argv)
     args.started = started
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":
@@ -64,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except Exception as e:
         if not _for_the_user(e):
             raise

@@ -26,6 +26,7 @@ from .flags import (
     add_config_flags,
     add_device_flag,
     checkpoint_path,
+    resume_path,
 )
 
 EXPORT_FORMATS = ("exported-program", "torchscript", "onnx")  # the keys of export.FORMATS
@@ -58,7 +59,11 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-c", "--config", help="YAML recipe; flags given on the command line override it"
     )
-    p.add_argument("--resume", help="continue the run of this checkpoint (its last.pt)")
+    p.add_argument(
+        "--resume",
+        type=resume_path,
+        help="continue a run: its folder (its last.pt) or a checkpoint",
+    )
     p.add_argument(
         "--print-config",
         action="store_true",
@@ -128,7 +133,12 @@ def _models(sub: argparse._SubParsersAction) -> None:
 def _analysis(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="saliency maps and overlays; --score for their quality")
     add_checkpoint_flags(p, "explain")
-    p.add_argument("--images", nargs="+", help="image files to explain instead of val images")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        help="image files, folders (searched recursively) or globs to explain instead of val "
+        "images",
+    )
     p.add_argument("--score", action="store_true", help="score every method against masks")
     add_config_flags(p, ExplainConfig)
     add_config_flags(p, DataConfig, skip=TRAINING_DATA)

@@ -18,7 +18,7 @@ from ..data.transforms import eval_transform
 from ..document import format_table
 from ..explain import compute_maps, method_label, predict
 from ..explain_score import SANITY_MAX_CORRELATION, score_methods
-from ..inference import probabilities
+from ..inference import find_images, probabilities
 from ..overlays import heat_overlay, red_overlay
 from ..plots import explain_grid, figure_pixels, pyplot
 from ..report import new_folder
@@ -29,7 +29,16 @@ from .results import refresh_report
 HEAT_CMAP = "jet"  # the heat overlay's colour map
 
 
-def _files(paths: list[str], size: int) -> torch.Tensor:
+def _files(args: list[str]) -> list[str]:
+    """The image files that --images names (files, folders searched recursively, globs); an
+    argument that matches nothing is an error naming it, before any work."""
+    found, missing = find_images(args)
+    if missing:
+        raise ValueError("--images: " + "; ".join(missing))
+    return [str(p) for p in found]
+
+
+def _decoded(paths: list[str], size: int) -> torch.Tensor:
     transform = eval_transform(size)
     return torch.stack([transform(decode_rgb(p)) for p in paths])
 
@@ -68,6 +77,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     settings = given(args, ExplainConfig)
     if args.images:  # photos differ in contrast: threshold each map on its own mean
+        args.images = _files(args.images)
         settings.setdefault("per_image", True)
     ecfg = ExplainConfig(**settings)
     device = runtime.pick_device(args.device)
@@ -81,7 +91,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         refresh_report(run)
         return 0
     if args.images:
-        images, labels = _files(args.images, cfg.data.resolved_image_size), None
+        images, labels = _decoded(args.images, cfg.data.resolved_image_size), None
     else:
         dataset, data_classes = build_dataset(cfg.data, "val")
         check_classes(data_classes, classes, cfg.data.data)

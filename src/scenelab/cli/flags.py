@@ -11,6 +11,7 @@ import yaml
 
 from ..config import DEVICE, DEVICES
 from ..fields import field_kind, out_of_bounds, parse_ints, parse_number
+from ..run_paths import locate_checkpoint
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -104,14 +105,29 @@ def add_config_flags(
 
 
 def checkpoint_path(value: str) -> str:
-    """argparse type of --checkpoint/--run: a checkpoint file as given, or a run folder's
-    best.pt (else its last.pt); anything else is refused while the flags are parsed."""
-    from ..inference import find_checkpoint  # imports torch: only once the flag is used
+    """argparse type of --checkpoint/--run: a checkpoint file, or a run folder's best.pt (else
+    its last.pt); anything else is refused while the flags are parsed."""
+    found, why = locate_checkpoint(value)
+    if found is None:
+        raise argparse.ArgumentTypeError(why)
+    return str(found)
 
-    try:
-        return str(find_checkpoint(value))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+
+def resume_path(value: str) -> str:
+    """argparse type of --resume: a checkpoint file, or a run folder's checkpoints/last.pt (the
+    latest state, which resuming needs; best.pt may be epochs behind)."""
+    path = Path(value)
+    if path.is_dir():
+        last = path / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise argparse.ArgumentTypeError(
+                f"{path} has no checkpoints/last.pt to resume from; give a run folder that saved "
+                "one (at an epoch's end, or with --checkpoint-every), or a checkpoint file"
+            )
+        return str(last)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} not found; give a run folder or its last.pt")
+    return str(path)
 
 
 def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:

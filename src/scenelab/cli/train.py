@@ -66,6 +66,13 @@ def resumed_config(args: argparse.Namespace, checkpoint: dict[str, Any]) -> RunC
             f"--resume continues a run with its saved configuration; drop "
             f"{', '.join('--' + c.replace('_', '-') for c in changed)}"
         )
+    state = FitState.from_checkpoint(checkpoint)
+    if state.epoch >= state.epochs and not state.position:
+        raise ValueError(
+            f"{args.resume}: this run already finished its {state.epochs} epochs, so there is "
+            "nothing to resume; to train longer, start a new run (scenelab train -c "
+            "<run>/config.yaml --epochs N)"
+        )
     # A resumed run goes on to its planned end unless told to stop again.
     return RunConfig.from_dict(checkpoint["config"]).override({"stop_after": 0} | flags)
 

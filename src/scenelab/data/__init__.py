@@ -57,14 +57,20 @@ def build_dataset(
             with_masks=with_masks,
         )
     elif cfg.data == "miniplaces":
-        dataset = MiniPlaces(_require_root(cfg), split, transform=transform, with_masks=with_masks)
+        dataset = MiniPlaces(
+            _require_root(cfg),
+            split,
+            transform=transform,
+            with_masks=with_masks,
+            max_pixels=cfg.max_image_pixels,
+        )
     elif cfg.data == "folder":
         if with_masks:
             raise DatasetError(
                 "folder datasets have no object masks; use the synthetic scenes or a "
                 "MiniPlaces-layout root with masks/ (scenelab data synth writes one)"
             )
-        dataset = image_folder(_require_root(cfg), split, transform)
+        dataset = image_folder(_require_root(cfg), split, transform, cfg.max_image_pixels)
     else:
         raise DatasetError(f"unknown data source {cfg.data!r}")
     if len(dataset) == 0:  # an empty split would "train" to loss 0 and accuracy 0

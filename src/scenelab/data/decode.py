@@ -2,12 +2,15 @@
 unreadable images out of their batch (`--on-bad-image skip`)."""
 
 import re
+from io import BytesIO
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 from torchvision import io
 
+from ..config import MAX_IMAGE_PIXELS
 from .batched import Staged, warp
 from .wrapped import Wrapped
 
@@ -34,32 +37,68 @@ def _original_message(message: str, name: str) -> str:
     return found.group(1).strip() if found else message
 
 
-UNCACHED = "it could not be decoded when the images were cached"
+_TOO_LARGE = "Shrink the image, raise --max-image-pixels, or pass --on-bad-image skip."
+_CORRUPT = (
+    "The file is corrupt, truncated or not an image; replace it, remove its line from the list "
+    "file, or pass --on-bad-image skip."
+)
 
 
 class BadImage(DatasetError):
-    """One image file cannot be read or decoded (`path`: the file)."""
+    """One image file cannot be read or decoded (`path`: the file); `advice` says what to do
+    (default: for a corrupt file)."""
 
-    def __init__(self, path: str | Path, reason: str | None = None) -> None:
+    def __init__(self, path: str | Path, reason: str | None = None, advice: str = _CORRUPT):
         if reason is None:  # re-raised from a DataLoader worker: `path` is the message
             super().__init__(str(path))
             found = re.match(r"cannot decode image (.*?): ", str(self))
             self.path = found.group(1) if found else ""
             return
-        super().__init__(
-            f"cannot decode image {path}: {reason}. The file is corrupt, truncated or not an "
-            "image; replace it, remove its line from the list file, or pass --on-bad-image skip."
-        )
+        super().__init__(f"cannot decode image {path}: {reason}. {advice}")
         self.path = str(path)
 
 
-def decode_rgb(path: str | Path) -> torch.Tensor:
-    """Decode a JPEG/PNG/... file to a uint8 (3, H, W) tensor; grayscale and CMYK become RGB."""
+def _first_line(error: Exception) -> str:
+    """torchvision's error without the C++ source location it appends."""
+    return str(error).split("\nException raised from")[0].strip().splitlines()[0]
+
+
+def _pixels(data: torch.Tensor) -> tuple[int, str] | None:
+    """(pixels, "W x H = ") from the image file's header (Pillow reads no pixel data), or None
+    for a format Pillow does not know (torchvision may still decode it). Beyond twice its own
+    89.5 MP Pillow refuses to say the size; its message still gives the pixel count."""
+    try:
+        with Image.open(BytesIO(data.numpy().tobytes())) as header:
+            w, h = header.size
+            return w * h, f"{w} x {h} = "
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return (int(found.group(1)), "") if found else None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def decode_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Decode a JPEG/PNG/... file to a uint8 (3, H, W) tensor; grayscale and CMYK become RGB.
+    An image of more than `max_pixels` pixels (0: no limit) is refused from its header, before
+    decoding."""
+    if not Path(path).is_file():
+        raise BadImage(path, "no such file", "Check the path, or its line in the list file.")
     try:
         data = io.read_file(str(path))
+        size = _pixels(data) if max_pixels else None
+        if size is not None and size[0] > max_pixels:
+            pixels, dims = size
+            raise BadImage(
+                path,
+                f"{dims}{pixels:,} pixels, more than --max-image-pixels {max_pixels:,}",
+                _TOO_LARGE,
+            )
         return io.decode_image(data, mode=io.ImageReadMode.RGB)
     except (RuntimeError, OSError, ValueError) as e:
-        raise BadImage(path, str(e)) from None
+        if isinstance(e, BadImage):
+            raise
+        raise BadImage(path, _first_line(e)) from None
 
 
 def decode_mask(path: str | Path) -> torch.Tensor:

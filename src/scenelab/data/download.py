@@ -198,8 +198,18 @@ def download_miniplaces(
             raise DownloadError(f"{e}\n{manual_steps(root, sources)}") from None
     for name in sources:
         if name.endswith((".tar.gz", ".tgz", ".tar")):
-            extract_archive(root / name, root)
-            (root / name).unlink()
+            archive = root / name
+            try:
+                extract_archive(archive, root)
+            except DownloadError as e:  # keeping the file would fail the same way every rerun
+                archive.unlink(missing_ok=True)
+                shutil.rmtree(root / ".download", ignore_errors=True)
+                raise DownloadError(
+                    f"{e}. {archive} was deleted (a download resumed from a damaged partial "
+                    "file, or a damaged or hostile file on the server, gives this); run the "
+                    "command again to download it afresh"
+                ) from None
+            archive.unlink()
     if not (root / "categories.txt").exists():
         write_categories(root)
     shutil.rmtree(root / ".download", ignore_errors=True)

@@ -1,19 +1,24 @@
 """Plain ImageFolder trees: root/train/<class>/*.jpg and root/val/<class>/*.jpg (torchvision)."""
 
+from functools import partial
 from pathlib import Path
 
 from torchvision import tv_tensors
 from torchvision.datasets import ImageFolder
 
+from ..config import MAX_IMAGE_PIXELS
 from .decode import DatasetError, decode_rgb
 
 
-def _load(path: str) -> tv_tensors.Image:
-    return tv_tensors.Image(decode_rgb(path))
+def _load(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tv_tensors.Image:
+    return tv_tensors.Image(decode_rgb(path, max_pixels))
 
 
-def image_folder(root: str | Path, split: str, transform=None) -> ImageFolder:
-    """torchvision's ImageFolder over root/split, decoding with torchvision.io."""
+def image_folder(
+    root: str | Path, split: str, transform=None, max_pixels: int = MAX_IMAGE_PIXELS
+) -> ImageFolder:
+    """torchvision's ImageFolder over root/split, decoding with torchvision.io (images of more
+    than `max_pixels` refused from their header)."""
     folder = Path(root) / split
     if not folder.is_dir():
         raise DatasetError(
@@ -21,6 +26,10 @@ def image_folder(root: str | Path, split: str, transform=None) -> ImageFolder:
             f"{Path(root)}/val/<class>/<images> (pass the parent of train/ and val/ as --data-root)"
         )
     try:
-        return ImageFolder(str(folder), transform=transform, loader=_load)
+        dataset = ImageFolder(
+            str(folder), transform=transform, loader=partial(_load, max_pixels=max_pixels)
+        )
     except FileNotFoundError as e:
         raise DatasetError(f"{folder}: {e}") from None
+    dataset.max_pixels = max_pixels  # for cache_images
+    return dataset

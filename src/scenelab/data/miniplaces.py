@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import io, tv_tensors
 
-from .decode import UNCACHED, BadImage, DatasetError, decode_mask, decode_rgb
+from ..config import MAX_IMAGE_PIXELS
+from .decode import BadImage, DatasetError, decode_mask, decode_rgb
 
 _SHOW = 5  # problems quoted in an error message
 
@@ -123,9 +124,15 @@ class MiniPlaces(Dataset):
     """A split of a MiniPlaces-layout root; yields (image, label) or (image, label, mask)."""
 
     def __init__(
-        self, root: str | Path, split: str = "train", *, transform=None, with_masks: bool = False
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transform=None,
+        with_masks: bool = False,
+        max_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
-        self.root = Path(root)
+        self.root, self.max_pixels = Path(root), max_pixels
         if not self.root.is_dir():
             raise DatasetError(
                 f"MiniPlaces root {self.root} does not exist; pass --data-root with "
@@ -138,7 +145,7 @@ class MiniPlaces(Dataset):
         if with_masks:
             self._check_exist(self._mask_path, "masks")
         self.transform, self.with_masks = transform, with_masks
-        self.cache: list[torch.Tensor | None] | None = None  # decoded images (cache_images)
+        self.cache: list[torch.Tensor | BadImage] | None = None  # decoded (cache_images)
         self.targets = [e.label for e in self.entries]
 
     def image_path(self, entry: Entry) -> Path:
@@ -160,9 +167,9 @@ class MiniPlaces(Dataset):
 
     def _decoded(self, i: int) -> torch.Tensor:
         if self.cache is None:
-            return decode_rgb(self.image_path(self.entries[i]))
-        if self.cache[i] is None:
-            raise BadImage(self.image_path(self.entries[i]), UNCACHED)
+            return decode_rgb(self.image_path(self.entries[i]), self.max_pixels)
+        if isinstance(self.cache[i], BadImage):
+            raise self.cache[i]
         return self.cache[i]
 
     def __getitem__(self, i: int):
