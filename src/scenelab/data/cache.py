@@ -53,7 +53,7 @@ class _CachedLoader:
     def __call__(self, path: str) -> tv_tensors.Image:
         image = self.images[path]
         if isinstance(image, BadImage):
-            raise image
+            raise image.with_traceback(None)  # a fresh traceback at each read
         return tv_tensors.Image(image)
 
 

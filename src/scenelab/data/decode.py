@@ -82,8 +82,6 @@ def decode_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Te
     """Decode a JPEG/PNG/... file to a uint8 (3, H, W) tensor; grayscale and CMYK become RGB.
     An image of more than `max_pixels` pixels (0: no limit) is refused from its header, before
     decoding."""
-    if not Path(path).is_file():
-        raise BadImage(path, "no such file", "Check the path, or its line in the list file.")
     try:
         data = io.read_file(str(path))
         size = _pixels(data) if max_pixels else None
@@ -98,6 +96,10 @@ def decode_rgb(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Te
     except (RuntimeError, OSError, ValueError) as e:
         if isinstance(e, BadImage):
             raise
+        if not Path(path).is_file():  # looked at only once reading failed: off the hot path
+            raise BadImage(
+                path, "no such file", "Check the path, or its line in the list file."
+            ) from None
         raise BadImage(path, _first_line(e)) from None
 
 

@@ -169,7 +169,7 @@ class MiniPlaces(Dataset):
         if self.cache is None:
             return decode_rgb(self.image_path(self.entries[i]), self.max_pixels)
         if isinstance(self.cache[i], BadImage):
-            raise self.cache[i]
+            raise self.cache[i].with_traceback(None)  # a fresh traceback at each read
         return self.cache[i]
 
     def __getitem__(self, i: int):
