@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from .commands import add_commands
-from .control import process_age
+from .control import process_age, restart_with_tuned_allocator
 
 
 def _version() -> str:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     warnings.formatwarning = _format_warning
     args = build_parser().parse_args(argv)
+    if argv is None:  # this process's own command line: glibc set up before any work
+        restart_with_tuned_allocator()
     args.started = started
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command != "train":
         print(
