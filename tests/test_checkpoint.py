@@ -61,9 +61,15 @@ def test_missing_garbage_truncated_and_foreign_files_each_get_a_message(tmp_path
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         load_checkpoint(tmp_path / "cut.pt")
-    torch.save({"weights": torch.ones(2)}, tmp_path / "plain.pt")
+    torch.save({"weights": torch.ones(2), "step": 3}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a scenelab checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")
+    torch.save(SimpleNet(num_classes=3).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="weights alone .* --model NAME"):
+        load_checkpoint(tmp_path / "weights.pt")
+    assert load_checkpoint(tmp_path / "weights.pt", weights_alone=True)["weights"].keys() == (
+        SimpleNet(num_classes=3).state_dict().keys()
+    )
 
 
 class Payload:

@@ -174,6 +174,28 @@ def test_eval_writes_metrics_per_class_and_confusion(tmp_path, capsys):
     assert f"Results: {out}" in capsys.readouterr().out
 
 
+def test_eval_of_weights_alone_with_model_equals_the_checkpoint_s_evaluation(run, tmp_path):
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    torch.save(state["model"], tmp_path / "weights.pt")  # what users write by hand
+    data = ["--synth-val", "24", "--synth-classes", "3", "--image-size", "32", "-j", "0"]
+    full, alone = tmp_path / "full", tmp_path / "alone"
+    ckpt = str(run / "checkpoints" / "best.pt")
+    assert main(["eval", "--checkpoint", ckpt, *data, "--out", str(full)]) == 0
+    weights = str(tmp_path / "weights.pt")
+    assert main(["eval", "--checkpoint", weights, "--model", "simplenet", *data]) == 0
+    assert (
+        main(["eval", "--checkpoint", weights, "--model", "simplenet", *data, "--out", str(alone)])
+        == 0
+    )
+    expected = json.loads((full / "best-val" / "metrics.json").read_text())
+    for got in (alone / "weights-val", tmp_path / "eval" / "weights-val"):  # --out; beside it
+        metrics = json.loads((got / "metrics.json").read_text())
+        assert metrics["acc1"] == expected["acc1"] and metrics["loss"] == pytest.approx(
+            expected["loss"]
+        )
+    assert main(["eval", "--checkpoint", ckpt, "--model", "vit", *data]) == 2  # not for runs
+
+
 def test_data_synth_writes_a_tree_that_trains(tmp_path, capsys):
     root = tmp_path / "synth"
     args = ["--out", str(root), "--train", "30", "--val", "9", "--size", "32", "--classes", "3"]

@@ -123,6 +123,134 @@ def unknown_yaml_key(data: Path, run: Path) -> None:
     (data / "recipe.yaml").write_text("train:\n  epoch: 3\n")
 
 
+def empty_train_image(data: Path, run: Path) -> None:
+    (data / "images" / "train" / "f" / "forest" / "00000002.jpg").write_bytes(b"")
+
+
+def text_as_val_image(data: Path, run: Path) -> None:
+    (data / "images" / "val" / "00000003.jpg").write_text("not an image\n")
+
+
+def folder_as_val_image(data: Path, run: Path) -> None:
+    image = data / "images" / "val" / "00000003.jpg"
+    image.unlink()
+    image.mkdir()
+
+
+def missing_train_list(data: Path, run: Path) -> None:
+    (data / "train.txt").unlink()
+
+
+def missing_categories(data: Path, run: Path) -> None:
+    (data / "categories.txt").unlink()
+
+
+def line_without_label(data: Path, run: Path) -> None:
+    _append(data, "val", "val/00000001.jpg")
+
+
+def label_not_a_number(data: Path, run: Path) -> None:
+    _append(data, "val", "val/00000001.jpg abc")
+
+
+def negative_label(data: Path, run: Path) -> None:
+    _append(data, "train", "val/00000001.jpg -1")
+
+
+def duplicate_category_index(data: Path, run: Path) -> None:
+    (data / "categories.txt").write_text("/a/abbey 0\n/b/bedroom 0\n/c/canyon 1\n")
+
+
+def binary_list(data: Path, run: Path) -> None:
+    (data / "val.txt").write_bytes(b"\xff\xfe\x00\x01 garbage \x80\n")
+
+
+def crlf_lists(data: Path, run: Path) -> None:
+    for name in ("train.txt", "val.txt", "categories.txt"):
+        path = data / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+def image_folder(data: Path, run: Path) -> None:
+    """An ImageFolder tree (train/<class>/, val/<class>/) from the MiniPlaces images."""
+    root = data.parent / "folder"
+    for split in ("train", "val"):
+        for i, image in enumerate(sorted((data / "images" / "val").glob("*.jpg"))):
+            target = root / split / ("a" if i % 2 else "b") / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, target)
+
+
+def image_folder_corrupt(data: Path, run: Path) -> None:
+    image_folder(data, run)
+    _truncate(next((data.parent / "folder" / "train" / "a").glob("*.jpg")))
+
+
+def image_folder_without_classes(data: Path, run: Path) -> None:
+    (data.parent / "folder" / "train").mkdir(parents=True)
+    (data.parent / "folder" / "val").mkdir(parents=True)
+
+
+def empty_checkpoint(data: Path, run: Path) -> None:
+    (data.parent / "empty.pt").write_bytes(b"")
+
+
+def text_checkpoint(data: Path, run: Path) -> None:
+    (data.parent / "notes.pt").write_text("these are not weights\n")
+
+
+def truncated_checkpoint(data: Path, run: Path) -> None:
+    best = (run / "checkpoints" / "best.pt").read_bytes()
+    (data.parent / "cut.pt").write_bytes(best[: len(best) // 2])
+
+
+def weights_only(data: Path, run: Path) -> None:
+    """A plain torch.save(model.state_dict()) of the run's model."""
+    import torch
+
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    torch.save(state["model"], data.parent / "weights.pt")
+
+
+def truncated_last_checkpoint(data: Path, run: Path) -> None:
+    copy_run(data, run)
+    last = data.parent / "myrun" / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+
+
+def leftover_tmp_checkpoint(data: Path, run: Path) -> None:
+    copy_run(data, run)
+    (data.parent / "myrun" / "checkpoints" / "last.pt.tmp").write_bytes(b"half a checkpoint")
+
+
+def text_file(data: Path, run: Path) -> None:
+    (data.parent / "notes.jpg").write_text("not an image\n")
+
+
+def empty_folder(data: Path, run: Path) -> None:
+    (data.parent / "photos").mkdir()
+
+
+def yaml_syntax_error(data: Path, run: Path) -> None:
+    (data / "recipe.yaml").write_text("train:\n  epochs: [1\n  lr: 0.1\n")
+
+
+def yaml_list(data: Path, run: Path) -> None:
+    (data / "recipe.yaml").write_text("- epochs\n- 3\n")
+
+
+def yaml_wrong_type(data: Path, run: Path) -> None:
+    (data / "recipe.yaml").write_text("train:\n  epochs: three\n")
+
+
+def yaml_nan_lr(data: Path, run: Path) -> None:
+    (data / "recipe.yaml").write_text("optim:\n  lr: .nan\n")
+
+
+def yaml_unknown_section(data: Path, run: Path) -> None:
+    (data / "recipe.yaml").write_text("trian:\n  epochs: 1\n")
+
+
 TRAIN = "train --data miniplaces --data-root {data} --image-size 32 -b 4 --epochs 1 --out-dir {out}"
 
 
@@ -284,6 +412,224 @@ CASES = [
     _refused("attack --run {tmp}/nowhere", "nowhere not found; give a run folder"),
     _refused("predict x.jpg --run {tmp}/nowhere", "nowhere not found; give a run folder"),
     _refused("export --run {tmp}/nowhere", "nowhere not found; give a run folder"),
+    # images
+    _data("empty (0-byte) training image", "empty_train_image", "forest/00000002.jpg"),
+    _data("text file as a validation image", "text_as_val_image", "val/00000003.jpg"),
+    _data("folder where an image should be", "folder_as_val_image", "val/00000003.jpg"),
+    _data(
+        "image over --max-image-pixels",
+        "",
+        "more than --max-image-pixels 100",
+        "--on-bad-image skip",
+        extra="--max-image-pixels 100",
+    ),
+    _data(
+        "corrupt image with --workers 0",
+        "bad_train_image",
+        "cannot decode image",
+        "forest/00000002.jpg",
+        extra="-j 0",
+    ),
+    Case(
+        "corrupt image skipped and counted",
+        [*TRAIN.split(), "--on-bad-image", "skip"],
+        ["skipped 1 unreadable image"],
+        prepare="bad_train_image",
+        status=0,
+    ),
+    Case(
+        "corrupt image in an image folder",
+        "train --data folder --data-root {tmp}/folder --image-size 32 -b 4 --epochs 1 "
+        "--out-dir {out}".split(),
+        ["cannot decode image", "--on-bad-image skip"],
+        prepare="image_folder_corrupt",
+    ),
+    Case(
+        "image folder without class folders",
+        "train --data folder --data-root {tmp}/folder --out-dir {out}".split(),
+        ["folder", "<class>"],
+        prepare="image_folder_without_classes",
+    ),
+    # list files
+    _data("missing train.txt", "missing_train_list", "train.txt"),
+    _data("missing categories.txt", "missing_categories", "categories.txt"),
+    _data("list line without a label", "line_without_label", "val.txt:"),
+    _data("label not a number", "label_not_a_number", "val.txt:", "abc"),
+    _data("negative label", "negative_label", "train.txt:", "-1"),
+    _data("duplicate category index", "duplicate_category_index", "categories.txt"),
+    _data("binary garbage as val.txt", "binary_list", "val.txt"),
+    Case(
+        "Windows line endings are read as usual",
+        TRAIN.split(),
+        [],
+        prepare="crlf_lists",
+        status=0,
+    ),
+    # checkpoints
+    Case(
+        "empty checkpoint file",
+        "eval --checkpoint {tmp}/empty.pt".split(),
+        ["empty.pt is not a readable checkpoint"],
+        prepare="empty_checkpoint",
+        writes=[],
+    ),
+    Case(
+        "text file as a checkpoint",
+        "predict {data}/images/val/00000001.jpg --checkpoint {tmp}/notes.pt".split(),
+        ["notes.pt is not a readable checkpoint"],
+        prepare="text_checkpoint",
+        writes=[],
+    ),
+    Case(
+        "truncated checkpoint",
+        "export --checkpoint {tmp}/cut.pt --out {out}".split(),
+        ["cut.pt is not a readable checkpoint"],
+        prepare="truncated_checkpoint",
+    ),
+    Case(
+        "weights alone without --model",
+        "eval --checkpoint {tmp}/weights.pt".split(),
+        ["weights.pt holds a model's weights alone", "--model"],
+        prepare="weights_only",
+        writes=[],
+    ),
+    Case(
+        "weights alone with --model and the data",
+        "eval --checkpoint {tmp}/weights.pt --model simplenet --synth-val 24 --synth-classes 3 "
+        "--image-size 32 --out {out}".split(),
+        [],
+        prepare="weights_only",
+        status=0,
+    ),
+    Case(
+        "weights alone with the wrong --model",
+        "eval --checkpoint {tmp}/weights.pt --model resnet_bn --synth-val 24 --synth-classes 3 "
+        "--image-size 32 --out {out}".split(),
+        ["weights.pt", "does not fit this resnet_bn model"],
+        prepare="weights_only",
+    ),
+    Case(
+        "--resume from a truncated last.pt",
+        "train --resume {tmp}/myrun --epochs 3".split(),
+        ["last.pt is not a readable checkpoint"],
+        prepare="truncated_last_checkpoint",
+        writes=["myrun"],
+    ),
+    Case(
+        "a half-written last.pt.tmp beside the checkpoints",
+        "eval --run {tmp}/myrun".split(),
+        [],
+        prepare="leftover_tmp_checkpoint",
+        status=0,
+        writes=["myrun"],
+    ),
+    # paths
+    Case(
+        "predict a missing file",
+        "predict {tmp}/nowhere.jpg --run {run}".split(),
+        ["nowhere.jpg: no such file or folder", "give image files, folders or globs"],
+        writes=[],
+    ),
+    Case(
+        "predict a text file",
+        "predict {tmp}/notes.jpg --run {run}".split(),
+        ["notes.jpg"],
+        prepare="text_file",
+        status=1,
+        writes=[],
+    ),
+    Case(
+        "predict an empty folder",
+        "predict {tmp}/photos --run {run}".split(),
+        ["photos"],
+        prepare="empty_folder",
+        writes=[],
+    ),
+    Case(
+        "predict --out inside a file",
+        "predict {data}/images/val/00000001.jpg --run {run} --out {tmp}/afile/p.csv".split(),
+        ["afile", "give a folder's path"],
+        prepare="a_file",
+        status=1,
+        writes=[],
+    ),
+    Case(
+        "explain --images naming a text file",
+        "explain --run {run} --images {tmp}/notes.jpg --out {out}".split(),
+        ["notes.jpg"],
+        prepare="text_file",
+    ),
+    _refused("compare {tmp}", "is not a run folder"),
+    Case(
+        "report of a folder that is no run", "report {tmp}".split(), ["not a run folder"], writes=[]
+    ),
+    # downloads
+    Case(
+        "download from an unreachable mirror",
+        "data download miniplaces --root {out} --mirror http://127.0.0.1:9/".split(),
+        ["http://127.0.0.1:9/data.tar.gz", "Connection refused", "download these files"],
+    ),
+    _refused("data download miniplaces --root {out} --sha256 nohex", "--sha256"),
+    # YAML
+    _data("YAML syntax error", "yaml_syntax_error", "recipe.yaml", extra="-c {data}/recipe.yaml"),
+    _data("YAML list at the top", "yaml_list", "recipe.yaml", extra="-c {data}/recipe.yaml"),
+    _data(
+        "YAML wrong type",
+        "yaml_wrong_type",
+        "'epochs'",
+        "three",
+        extra="-c {data}/recipe.yaml",
+    ),
+    _data(
+        "YAML lr .nan",
+        "yaml_nan_lr",
+        "'lr'",
+        "must be a finite number",
+        extra="-c {data}/recipe.yaml",
+    ),
+    _data(
+        "YAML unknown section",
+        "yaml_unknown_section",
+        "trian",
+        extra="-c {data}/recipe.yaml",
+    ),
+    # more flags, refused while parsing
+    _refused("train --val-subset -1", "--val-subset: -1 must be at least 0"),
+    _refused("train --val-batch-size -1", "--val-batch-size: -1 must be at least 0"),
+    _refused("train --warmup-epochs -1", "--warmup-epochs: -1 must be at least 0"),
+    _refused("train --clip-grad -1", "--clip-grad: -1 must be at least 0"),
+    _refused("train --image-size -5", "--image-size/--img-size: -5 must be at least 0"),
+    _refused("train --lr 1e400", "--lr: 1e400 must be a finite number"),
+    _refused("train --opt bogus", "--optimizer/--opt", "invalid choice: 'bogus'"),
+    _refused("train --conv bogus", "--conv", "invalid choice: 'bogus'"),
+    _refused("train --data bogus", "--data", "invalid choice: 'bogus'"),
+    _refused("train --on-bad-image bogus", "--on-bad-image", "invalid choice: 'bogus'"),
+    _refused("train --synth-train 0", "--synth-train: 0 must be at least 1"),
+    _refused("eval --run {run} --tta-mean bogus", "--tta-mean", "invalid choice: 'bogus'"),
+    _refused("predict x.jpg --run {run} --topk 0", "--topk: 0 must be at least 1"),
+    _refused("predict x.jpg --run {run} -b 0", "-b/--batch-size: 0 must be at least 1"),
+    _refused("predict x.jpg --run {run} -j -1", "-j/--workers: -1 must be at least 0"),
+    _refused("models --image-size 0", "--image-size: 0 must be at least 16"),
+    _refused("models --num-classes 0", "--num-classes: 0 must be at least 1"),
+    _refused("compare {run} --at-epoch 0", "--at-epoch: 0 must be at least 1"),
+    _refused("data synth --out {out} --classes 11", "--classes: 11 must be at most 10"),
+    _refused("data synth --out {out} --size 8", "--size: 8 must be at least 16"),
+    _refused("data synth --out {out} --train 0", "--train: 0 must be at least 1"),
+    _refused("data show --num 0", "--num: 0 must be at least 1"),
+    _refused("attack --run {run} --restarts 0", "--restarts: 0 must be at least 1"),
+    _refused("explain --run {run} --method bogus", "--method", "invalid choice: 'bogus'"),
+    Case(
+        "train --model that does not exist",
+        "train --model nosuchnet --out-dir {out}".split(),
+        ["unknown model 'nosuchnet'; choose from simplenet"],
+        writes=[],
+    ),
+    Case(
+        "train --model module:Class that cannot be imported",
+        "train --model nosuchpackage.nets:Net --out-dir {out}".split(),
+        ["nosuchpackage"],
+        writes=[],
+    ),
 ]
 
 
@@ -317,6 +663,48 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing_elsewhere(case, tmp_pat
     for words in case.says:
         assert words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Caught " not in result.stderr, result.stderr
+    partial = [p for p in _tree(tmp_path) - before if p.suffix in (".tmp", ".part")]
+    assert partial == [], f"partial files left: {partial}"
     allowed = [tmp_path / w for w in case.writes]
     new = [p for p in _tree(tmp_path) - before if not any(p.is_relative_to(a) for a in allowed)]
     assert new == [], f"written outside {case.writes}: {new}"
+
+
+# The Python API, called as a user's script calls it: each call must raise an exception whose
+# message says what is wrong.
+API_CASES = [
+    ("pgd on NaN images", "scenelab.pgd(model, x * float('nan'), y)", "NaN"),
+    ("pgd with a negative eps", "scenelab.pgd(model, x, y, eps=-0.1)", "eps must be"),
+    ("pgd on an empty batch", "scenelab.pgd(model, x[:0], y[:0])", "empty batch"),
+    ("fgsm on normalised images", "scenelab.fgsm(model, x - 0.5, y)", "[0, 1]"),
+    ("saliency of NaN images", "scenelab.saliency(model, x * float('nan'))", "NaN"),
+    ("smoothgrad with no samples", "scenelab.smoothgrad(model, x, samples=0)", "samples"),
+    ("integrated gradients, 0 steps", "scenelab.integrated_gradients(model, x, steps=0)", "steps"),
+    ("grad_cam of a missing layer", "scenelab.grad_cam(model, x, layer='nope')", "nope"),
+    ("rollout of a CNN", "scenelab.attention_rollout(model, x)", "needs a ViT"),
+    ("load_run of a missing path", "scenelab.load_run(str(tmp / 'nowhere'))", "nowhere"),
+    ("predict with too few class names", "scenelab.predict(model, x, ['a'])", "class"),
+    (
+        "UnfoldConv2d with reflect padding",
+        "scenelab.UnfoldConv2d(3, 8, 3, padding=1, padding_mode='reflect')",
+        "padding_mode='zeros'",
+    ),
+    ("an unknown model", "scenelab.build_model(ModelConfig(model='nosuchnet'), 3)", "nosuchnet"),
+]
+
+
+@pytest.mark.parametrize("name, code, says", API_CASES, ids=[c[0] for c in API_CASES])
+def test_the_python_api_refuses_bad_input_with_a_message(name, code, says, tmp_path):
+    import torch
+
+    import scenelab
+    from scenelab.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = scenelab.build_model(ModelConfig(model="simplenet"), 3, 32).eval()
+    scope = {"scenelab": scenelab, "ModelConfig": ModelConfig, "model": model, "tmp": tmp_path}
+    scope |= {"x": torch.rand(2, 3, 32, 32), "y": torch.tensor([0, 1])}
+    with pytest.raises((ValueError, TypeError, FileNotFoundError)) as error:
+        eval(code, scope)
+    assert says in str(error.value), str(error.value)
+    assert list(tmp_path.iterdir()) == []

@@ -157,7 +157,7 @@ def test_predict_from_the_shell_prints_a_table_writes_csv_and_json_and_fails_on_
     "args, message",
     [
         (["--out", "preds.txt"], "--out preds.txt: give a file name ending in .csv or .json"),
-        (["--topk", "0"], "--topk must be at least 1"),
+        (["--topk", "0"], "--topk: 0 must be at least 1"),
     ],
 )
 def test_predict_refuses_bad_flags_before_reading_anything(run, tmp_path, args, message):

@@ -136,7 +136,28 @@ def _unwritten(path: Path, error: OSError | RuntimeError) -> str:
     )
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+# What a file of torch.save(model.state_dict()) lacks, for the messages that meet one.
+WEIGHTS_ALONE = (
+    "holds a model's weights alone (a state_dict, without the settings and class names that "
+    "scenelab saves)"
+)
+
+
+def is_weights(state: Any) -> bool:
+    """Whether `state` is a bare state_dict: parameter names to tensors, nothing else."""
+    return (
+        isinstance(state, dict)
+        and bool(state)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    )
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, weights_alone: bool = False
+) -> dict[str, Any]:
+    """A checkpoint that scenelab wrote (model, config, classes, ...), loaded without unpickling
+    anything but tensors and plain values. With `weights_alone`, a bare state_dict is returned
+    as {"weights": state_dict} for the caller to name its model (`weights_checkpoint`)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
@@ -157,6 +178,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, or not written by torch.save): {e}"
         ) from None
+    if is_weights(state):
+        if weights_alone:
+            return {"weights": state}
+        raise CheckpointError(
+            f"{path} {WEIGHTS_ALONE}; evaluate it with `scenelab eval --checkpoint {path} "
+            "--model NAME` and the data flags, or give a best.pt or last.pt that scenelab wrote"
+        )
     if not isinstance(state, dict) or not {"model", "config", "classes"} <= state.keys():
         raise CheckpointError(f"{path} is not a scenelab checkpoint (no model/config/classes)")
     return state
@@ -185,6 +213,19 @@ def fresh_model(state: dict[str, Any]) -> nn.Module:
     cfg = RunConfig.from_dict(state["config"])
     ensure_registered(cfg.model.model, state.get("model_source"))
     return build_model(cfg.model, len(state["classes"]), cfg.data.resolved_image_size)
+
+
+def weights_checkpoint(
+    weights: dict[str, torch.Tensor], cfg: RunConfig, classes: list[str]
+) -> dict[str, Any]:
+    """A checkpoint for a bare state_dict of `cfg.model` trained on `classes` (their order is
+    the output order), as `trained_model` reads it."""
+    return {
+        "model": weights,
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "model_name": cfg.model.model,
+    }
 
 
 def trained_model(

@@ -18,6 +18,7 @@ untouched), and computes each image's map from that image alone. Drawing the map
 images is in `overlays`.
 """
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -70,6 +71,13 @@ def reduce_channels(attr: Tensor, reduce: Reduce = "max") -> Tensor:
     raise ValueError(f"reduce must be max, sum or l2, got {reduce!r}")
 
 
+def _at_least_one(**counts: int) -> None:
+    """Refuse a count of samples, steps or images below one, naming the argument."""
+    for name, value in counts.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+
 def _setup(model: nn.Module, x: Tensor, target: Tensor | None) -> Tensor:
     check_pixels(x)
     return predict(model, x) if target is None else target.to(x.device)
@@ -107,6 +115,9 @@ def smoothgrad(
     adjacent), so the same seed gives the same map. Forward passes run `batch_size` noisy
     images at a time.
     """
+    _at_least_one(samples=samples, batch_size=batch_size)
+    if not math.isfinite(stdev) or stdev < 0:
+        raise ValueError(f"stdev must be a finite number >= 0, got {stdev}")
     target = _setup(model, x, target)
     noisy = x.repeat_interleave(samples, 0)  # (B * samples, 3, H, W), image-major
     noisy = noisy + torch.normal(0, torch.full_like(noisy, stdev))
@@ -137,6 +148,7 @@ def integrated_gradients(
     and weights w_k on [0, 1] (captum's default rule); `baseline` x0 is a tensor like `x` or a
     grey level (0: black). Forward passes run `batch_size` images at a time.
     """
+    _at_least_one(steps=steps, batch_size=batch_size)
     target = _setup(model, x, target)
     baseline = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
     nodes, weights = np.polynomial.legendre.leggauss(steps)

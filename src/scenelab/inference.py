@@ -96,10 +96,17 @@ def predict(
 
     Images go to the model's device; flip TTA averages logits (or `tta_mean="softmax"`).
     """
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
     if images.dim() == 3:
         images = images[None]
     device = next(model.parameters()).device
     probs = probabilities(model, images.to(device), tta=tta, tta_mean=tta_mean)
+    if probs.shape[1] != len(classes):
+        raise ValueError(
+            f"the model scores {probs.shape[1]} classes but {len(classes)} class names were "
+            "given; pass the names it was trained with (scenelab.load_run returns them)"
+        )
     return top_guesses(probs, classes, topk)
 
 

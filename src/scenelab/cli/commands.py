@@ -19,7 +19,7 @@ from ..bench.config import (
     ModelsBenchConfig,
     TrainBenchConfig,
 )
-from ..config import SECTIONS, TTA_MEANS, DataConfig
+from ..config import MAX_IMAGE_SIZE, SECTIONS, TTA_MEANS, DataConfig
 from .flags import (
     add_checkpoint_flag,
     add_checkpoint_flags,
@@ -27,6 +27,7 @@ from .flags import (
     add_device_flag,
     checkpoint_path,
     resume_path,
+    whole,
 )
 
 EXPORT_FORMATS = ("exported-program", "torchscript", "onnx")  # the keys of export.FORMATS
@@ -75,6 +76,11 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per-class, confusion")
     add_checkpoint_flags(p, "eval")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument(
+        "--model",
+        help="the model of a file that holds weights alone (torch.save(model.state_dict())): "
+        "a name from `scenelab models`, tv:NAME or package.module:Class; give its data flags too",
+    )
     _tta_flags(p, "the course template's")
     add_config_flags(p, DataConfig, skip=TRAINING_DATA)
     p.set_defaults(func=_command("evaluate", "cmd_eval"))
@@ -84,13 +90,13 @@ def _predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of your own images, with probabilities")
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively), globs")
     add_checkpoint_flag(p)
-    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
+    p.add_argument("--topk", type=whole(1), default=5, help="classes shown per image (default: 5)")
     _tta_flags(p, "default")
     p.add_argument(
-        "-b", "--batch-size", type=int, default=64, help="images per batch (default: 64)"
+        "-b", "--batch-size", type=whole(1), default=64, help="images per batch (default: 64)"
     )
     p.add_argument(
-        "-j", "--workers", type=int, default=2, help="image-decoding processes (default: 2)"
+        "-j", "--workers", type=whole(0), default=2, help="image-decoding processes (default: 2)"
     )
     p.add_argument("--out", help="also write the predictions to FILE.csv or FILE.json")
     add_device_flag(p)
@@ -113,8 +119,13 @@ def _predict(sub: argparse._SubParsersAction) -> None:
 
 def _models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models: parameters, FLOPs, default optimiser")
-    p.add_argument("--image-size", type=int, default=128, help="input size (default: 128)")
-    p.add_argument("--num-classes", type=int, default=100, help="head classes (default: 100)")
+    p.add_argument(
+        "--image-size",
+        type=whole(16, MAX_IMAGE_SIZE),
+        default=128,
+        help="input size (default: 128)",
+    )
+    p.add_argument("--num-classes", type=whole(1), default=100, help="head classes (default: 100)")
     p.add_argument("--torchvision", action="store_true", help="list the tv:NAME models too")
     p.add_argument(
         "--show",
@@ -173,7 +184,7 @@ def _results(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", help="where the new compare-<time>/ folder goes (default: beside the first run)"
     )
-    p.add_argument("--at-epoch", type=int, help="read every run at this epoch")
+    p.add_argument("--at-epoch", type=whole(1), help="read every run at this epoch")
     p.set_defaults(func=_command("results", "cmd_compare"))
 
 
@@ -181,15 +192,20 @@ def _data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="action", required=True)
     p = data.add_parser("synth", help="write the synthetic scenes in the MiniPlaces layout")
     p.add_argument("--out", required=True, help="output root")
-    p.add_argument("--train", type=int, default=1000, help="training images (default: 1000)")
-    p.add_argument("--val", type=int, default=200, help="validation images (default: 200)")
-    p.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
-    p.add_argument("--classes", type=int, default=10, help="number of classes, at most 10")
+    p.add_argument("--train", type=whole(1), default=1000, help="training images (default: 1000)")
+    p.add_argument("--val", type=whole(1), default=200, help="validation images (default: 200)")
+    p.add_argument(
+        "--size",
+        type=whole(16, MAX_IMAGE_SIZE),
+        default=128,
+        help="image size in pixels (default: 128)",
+    )
+    p.add_argument("--classes", type=whole(1, 10), default=10, help="number of classes, at most 10")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     p.set_defaults(func=_command("data", "cmd_data_synth"))
     p = data.add_parser("show", help="a grid of sample images with their class names")
     p.add_argument("--split", default="train", help="split to draw from (default: train)")
-    p.add_argument("--num", type=int, default=16, help="images in the grid (default: 16)")
+    p.add_argument("--num", type=whole(1), default=16, help="images in the grid (default: 16)")
     p.add_argument("--seed", type=int, default=0, help="which images (default: 0)")
     p.add_argument(
         "--augmented", action="store_true", help="show them with the training augmentation"

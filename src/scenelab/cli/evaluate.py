@@ -4,8 +4,14 @@ import argparse
 from pathlib import Path
 
 from .. import runtime
-from ..checkpoint import load_checkpoint, trained_model
-from ..config import DataConfig
+from ..checkpoint import (
+    WEIGHTS_ALONE,
+    CheckpointError,
+    load_checkpoint,
+    trained_model,
+    weights_checkpoint,
+)
+from ..config import DataConfig, ModelConfig, RunConfig
 from ..data import build_dataset, build_loader, check_classes
 from ..evaluation import evaluate
 from ..report import write_evaluation
@@ -14,8 +20,29 @@ from .flags import given
 from .results import refresh_report
 
 
+def _weights_checkpoint(args: argparse.Namespace, weights: dict) -> dict:
+    """A checkpoint for a bare state_dict: the model from --model, the classes from the data
+    flags (the dataset's class order is taken as the model's output order)."""
+    if not args.model:
+        raise CheckpointError(
+            f"{args.checkpoint} {WEIGHTS_ALONE}; name its model with --model (see `scenelab "
+            "models`) and the data it was trained on with the data flags"
+        )
+    cfg = RunConfig(model=ModelConfig(model=args.model)).override(given(args, DataConfig))
+    _, classes = build_dataset(cfg.data, args.split)
+    return weights_checkpoint(weights, cfg, classes)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint, weights_alone=True)
+    weights_alone = "weights" in checkpoint
+    if weights_alone:
+        checkpoint = _weights_checkpoint(args, checkpoint["weights"])
+    elif args.model and args.model != checkpoint.get("model_name"):
+        raise CheckpointError(
+            f"{args.checkpoint} holds a {checkpoint.get('model_name')!r} model with its settings; "
+            "--model is for files of weights alone: leave it out"
+        )
     device = runtime.pick_device(args.device)
     runtime.setup(device)
     model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
@@ -36,7 +63,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tta_mean=args.tta_mean,
         num_classes=len(classes),
     )
-    run = RunDir(Path(args.checkpoint).resolve().parent.parent)
+    # a run's checkpoints/best.pt: results in the run's eval/; weights alone: beside the file
+    checkpoint_dir = Path(args.checkpoint).resolve().parent
+    run = RunDir(checkpoint_dir if weights_alone else checkpoint_dir.parent)
     name = f"{Path(args.checkpoint).stem}-{args.split}{'-tta' if args.tta else ''}"
     out = write_evaluation(
         Path(args.out) if args.out else run.eval,
@@ -53,6 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     print(f"top-1 {metrics['acc1']:.2f}%  top-5 {metrics['acc5']:.2f}%  loss {metrics['loss']:.4f}")
     print(f"\nResults: {out}  (metrics.json, per_class.csv, confusion.csv, confusion.png)")
-    if not args.out:
+    if not args.out and not weights_alone:
         refresh_report(run)
     return 0

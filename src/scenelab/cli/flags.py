@@ -3,7 +3,7 @@
 import argparse
 import re
 from collections.abc import Callable
-from dataclasses import Field, fields
+from dataclasses import Field, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -47,6 +47,13 @@ def _bounded(f: Field, convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = getattr(convert, "__name__", "value")
     return parse
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """The type of an integer flag outside the config sections, refused outside [low, high]
+    while parsing with the same message as a config flag's."""
+    bounds = {"low": low} if high is None else {"low": low, "high": high}
+    return _bounded(field(metadata=bounds), int)
 
 
 # Help-group titles of the config sections (any other class: its name without "Config")

@@ -52,8 +52,6 @@ def write_predictions(path: Path, results: list[FilePrediction]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).suffix not in (".csv", ".json"):
         raise ValueError(f"--out {args.out}: give a file name ending in .csv or .json")
-    if args.topk < 1:
-        raise ValueError(f"--topk must be at least 1, got {args.topk}")
     paths, missing = find_images(args.images)
     for problem in missing:
         print(f"error: {problem}", file=sys.stderr)

@@ -29,7 +29,10 @@ def image_folder(
         dataset = ImageFolder(
             str(folder), transform=transform, loader=partial(_load, max_pixels=max_pixels)
         )
-    except FileNotFoundError as e:
-        raise DatasetError(f"{folder}: {e}") from None
+    except FileNotFoundError as e:  # no class folders, or no images in them
+        raise DatasetError(
+            f"{folder}: {e} A folder dataset needs one folder per class holding its images: "
+            f"{Path(root)}/train/<class>/<images> and {Path(root)}/val/<class>/<images>."
+        ) from None
     dataset.max_pixels = max_pixels  # for cache_images
     return dataset
