@@ -1,4 +1,5 @@
 import shutil
+from io import BytesIO
 
 import pytest
 import torch
@@ -270,6 +271,32 @@ def test_data_show_draws_a_grid_of_images_named_by_class(
     with Image.open(out) as image:
         assert image.width > image.height  # one row of 6
     assert "6 random train images of 12" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fmt, options",
+    [
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
+        ("JPEG", {"exif": b"Exif\x00\x00" + bytes(3000), "quality": 50}),
+        ("JPEG", {"subsampling": 0, "icc_profile": bytes(5000)}),
+        ("PNG", {}),
+        ("GIF", {}),
+        ("BMP", {}),
+    ],
+)
+def test_the_header_size_is_pillow_s(fmt, options):
+    from scenelab.data.decode import _pixels, header_size
+
+    buffer = BytesIO()
+    Image.new("RGB", (37, 23), (200, 10, 10)).save(buffer, fmt, **options)
+    data = buffer.getvalue()
+    with Image.open(BytesIO(data)) as image:
+        expected = image.size
+    # JPEG and PNG read here; other formats: None here, Pillow's size in _pixels
+    assert header_size(data) == (expected if fmt in ("JPEG", "PNG") else None)
+    assert _pixels(torch.frombuffer(bytearray(data), dtype=torch.uint8)) == (37 * 23, "37 x 23 = ")
+    assert header_size(data[:40]) is None or fmt == "PNG"  # a cut header: not guessed
 
 
 def test_an_image_over_the_pixel_limit_is_refused_from_its_header(tiny_miniplaces):

@@ -2,6 +2,7 @@
 unreadable images out of their batch (`--on-bad-image skip`)."""
 
 import re
+import struct
 from io import BytesIO
 from pathlib import Path
 
@@ -63,10 +64,52 @@ def _first_line(error: Exception) -> str:
     return str(error).split("\nException raised from")[0].strip().splitlines()[0]
 
 
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic
+# coded), each followed by the frame's height and width. C4 (DHT), C8 and CC (DAC) are not.
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def header_size(data) -> tuple[int, int] | None:
+    """(width, height) read from a PNG's IHDR chunk or a JPEG's start-of-frame segment (the
+    size libjpeg and libpng decode to), or None for another format or a header it cannot walk.
+
+    A few microseconds an image where Pillow's header parse takes tens (3.5 vs 37 us for the
+    sample's 128 px JPEGs, a third of their decoding time; 2-core AMD EPYC, 2026-12-02), so the
+    pixel limit costs nothing on the formats datasets use; other formats go to Pillow.
+    """
+    b = memoryview(data).cast("B")
+    if len(b) >= 24 and b[:8] == _PNG and b[12:16] == b"IHDR":
+        return struct.unpack_from(">II", b, 16)
+    if len(b) < 4 or b[0] != 0xFF or b[1] != 0xD8:  # not a JPEG (SOI)
+        return None
+    i = 2
+    while i + 9 <= len(b):
+        if b[i] != 0xFF:
+            return None
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+        elif marker in _SOF:
+            height, width = struct.unpack_from(">HH", b, i + 5)
+            return width, height
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length field
+            i += 2
+        elif marker in (0xD9, 0xDA):  # end of image, or scan data before any frame
+            return None
+        else:  # APPn, DQT, DHT, COM, ...: skip the segment by its length
+            i += 2 + struct.unpack_from(">H", b, i + 2)[0]
+    return None
+
+
 def _pixels(data: torch.Tensor) -> tuple[int, str] | None:
-    """(pixels, "W x H = ") from the image file's header (Pillow reads no pixel data), or None
-    for a format Pillow does not know (torchvision may still decode it). Beyond twice its own
-    89.5 MP Pillow refuses to say the size; its message still gives the pixel count."""
+    """(pixels, "W x H = ") from the image file's header (no pixel data read), or None for a
+    format neither `header_size` nor Pillow knows (torchvision may still decode it). Beyond
+    twice its own 89.5 MP Pillow refuses to say the size; its message still gives the count."""
+    size = header_size(data.numpy())
+    if size is not None:
+        w, h = size
+        return w * h, f"{w} x {h} = "
     try:
         with Image.open(BytesIO(data.numpy().tobytes())) as header:
             w, h = header.size
