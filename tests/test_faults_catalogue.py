@@ -708,3 +708,33 @@ def test_the_python_api_refuses_bad_input_with_a_message(name, code, says, tmp_p
         eval(code, scope)
     assert says in str(error.value), str(error.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in: a read-only one of ours, or, as root
+    (who ignores permissions), one in /sys, which even root cannot write."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "readonly"
+        folder.mkdir()
+        folder.chmod(0o500)
+        return folder
+    probe = Path("/sys/scenelab-probe")
+    try:
+        probe.mkdir()
+    except OSError:
+        return Path("/sys")
+    probe.rmdir()
+    pytest.skip("/sys is writable here: no folder refuses a root process")
+
+
+def test_an_out_dir_that_cannot_be_written_is_named_with_its_cause(tmp_path):
+    out = _unwritable_folder(tmp_path) / "runs"
+    args = ["train", "--epochs", "1", "--synth-train", "16", "--synth-val", "8", "--out-dir"]
+    result = _scenelab([*args, str(out)], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert str(out) in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert any(
+        advice in result.stderr
+        for advice in ("give a folder you can write to", "give a folder on a writable disk")
+    ), result.stderr
+    assert not out.exists()
