@@ -341,7 +341,8 @@ CASES = [
     _data(
         "20000 x 20000 image",
         "huge_train_image",
-        "forest/00000002.jpg: 400,000,000 pixels, more than --max-image-pixels 89,478,485",
+        "forest/00000002.jpg: 20000 x 20000 = 400,000,000 pixels, more than --max-image-pixels "
+        "89,478,485",
         "--on-bad-image skip",
     ),
     Case(
