@@ -3,6 +3,8 @@
 import argparse
 from pathlib import Path
 
+from torch.utils.data import Dataset
+
 from .. import runtime
 from ..checkpoint import (
     WEIGHTS_ALONE,
@@ -20,24 +22,24 @@ from .flags import given
 from .results import refresh_report
 
 
-def _weights_checkpoint(args: argparse.Namespace, weights: dict) -> dict:
-    """A checkpoint for a bare state_dict: the model from --model, the classes from the data
-    flags (the dataset's class order is taken as the model's output order)."""
+def _weights_checkpoint(args: argparse.Namespace, weights: dict) -> tuple[dict, Dataset]:
+    """A checkpoint for a bare state_dict, and the dataset to evaluate: the model from --model,
+    the classes from the data flags (the dataset's class order is the model's output order)."""
     if not args.model:
         raise CheckpointError(
             f"{args.checkpoint} {WEIGHTS_ALONE}; name its model with --model (see `scenelab "
             "models`) and the data it was trained on with the data flags"
         )
     cfg = RunConfig(model=ModelConfig(model=args.model)).override(given(args, DataConfig))
-    _, classes = build_dataset(cfg.data, args.split)
-    return weights_checkpoint(weights, cfg, classes)
+    dataset, classes = build_dataset(cfg.data, args.split)
+    return weights_checkpoint(weights, cfg, classes), dataset
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint, weights_alone=True)
-    weights_alone = "weights" in checkpoint
+    weights_alone, dataset = "weights" in checkpoint, None
     if weights_alone:
-        checkpoint = _weights_checkpoint(args, checkpoint["weights"])
+        checkpoint, dataset = _weights_checkpoint(args, checkpoint["weights"])
     elif args.model and args.model != checkpoint.get("model_name"):
         raise CheckpointError(
             f"{args.checkpoint} holds a {checkpoint.get('model_name')!r} model with its settings; "
@@ -47,8 +49,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     runtime.setup(device)
     model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
     model, classes = model.to(device), checkpoint["classes"]
-    dataset, data_classes = build_dataset(cfg.data, args.split)
-    check_classes(data_classes, classes, cfg.data.data)
+    if dataset is None:  # weights alone: built above, its classes are the checkpoint's
+        dataset, data_classes = build_dataset(cfg.data, args.split)
+        check_classes(data_classes, classes, cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
     print(
         f"Evaluating {args.checkpoint} on {len(dataset)} {args.split} images"
