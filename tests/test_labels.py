@@ -52,3 +52,21 @@ def test_at_most_three_settings_with_flag_style_names_and_readable_values():
         "simplenet, tta on",
         "simplenet, tta off",
     ]
+
+
+def test_among_several_runs_settings_that_split_them_alike_are_named_once():
+    # adversarial training writes out the attack each method resolved (steps, step size):
+    # they differ from run to run exactly as --adv-train does, and would only crowd a legend
+    methods = [("none", None, None), ("madry", 7, 0.0112), ("fgsm-rs", 1, 0.0392)]
+    configs = [
+        _config(train={"adv_train": m, "adv_steps": steps, "adv_step_size": size})
+        for m, steps, size in methods
+    ]
+    assert setting_labels(configs, ["a", "b", "c"]) == [
+        "simplenet, adv-train none",
+        "simplenet, adv-train madry",
+        "simplenet, adv-train fgsm-rs",
+    ]
+    # a setting that splits them otherwise is kept
+    configs[2]["optim"]["lr"] = 0.1
+    assert setting_labels(configs, ["a", "b", "c"])[2] == "simplenet, lr 0.1, adv-train fgsm-rs"

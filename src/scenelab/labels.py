@@ -45,9 +45,18 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _same_split(runs: list[dict[str, Any]], a: str, b: str) -> bool:
+    """Whether settings a and b group the runs that set both alike (one value of a to each b)."""
+    pairs = {
+        (repr(f[a]), repr(f[b])) for f in runs if f.get(a) is not None and f.get(b) is not None
+    }
+    return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs})
+
+
 def setting_labels(configs: list[dict[str, Any]], fallbacks: list[str]) -> list[str]:
     """One label per run: its model, then `flag value` for each setting in which the runs of
-    that model differ and that the run sets (up to MAX_SETTINGS). Runs the settings cannot
+    that model differ and that the run sets (up to MAX_SETTINGS; among three or more runs,
+    not a setting that splits them exactly as an earlier one does). Runs the settings cannot
     tell apart (the same config twice) get `fallbacks[i]` (usually the run's name) after the
     model; so do runs without a config.
     """
@@ -58,13 +67,19 @@ def setting_labels(configs: list[dict[str, Any]], fallbacks: list[str]) -> list[
         # Settings are compared between runs of the same model: two models differ in their
         # own defaults (optimiser, learning rate), which the model's name already says.
         peers = [f for f in flats if f.get("model") == flat.get("model")]
-        differ = [
-            k
-            for k in flat
-            if k != "model"
-            and flat[k] is not None  # unset: a ViT's embed_dim in a SimpleNet run's config
-            and len({repr(f.get(k)) for f in peers if f.get(k) is not None}) > 1
-        ][:MAX_SETTINGS]
+        differ = []
+        for k in flat:
+            if k == "model" or flat[k] is None:  # unset: a ViT's embed_dim in a SimpleNet run
+                continue
+            if len({repr(f.get(k)) for f in peers if f.get(k) is not None}) < 2:
+                continue
+            # Among three or more runs, a setting that splits them exactly as an earlier one
+            # does says nothing more: the attack steps and step size that come with each
+            # --adv-train method, say. (Two runs split alike by every setting they differ in.)
+            if len(peers) > 2 and any(_same_split(peers, k, seen) for seen in differ):
+                continue
+            differ.append(k)
+        differ = differ[:MAX_SETTINGS]
         parts = [f"{k.replace('_', '-')} {_value(flat[k])}" for k in differ]
         labels.append(", ".join([model, *parts]))
     if len(set(labels)) < len(labels) or not flats:  # settings alike: add the names

@@ -229,31 +229,44 @@ def plot_robustness(
     fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(10 if wide else 5, 3.8), squeeze=False)
     ax = axes[0, 0]
     accs = [r["adv_acc1"] for r in rows] + [r["clean_acc1"] for r in rows]
-    for name in models:
+    names = [labels.get(name, RunDir.short_name(name)) for name in models]
+    colours = {}
+    for name, short in zip(models, names, strict=True):
         mine = [r for r in rows if r["model"] == name]
         x, y = [r["eps"] * scale for r in mine], [r["adv_acc1"] for r in mine]
-        ax.plot(x, y, "o-", label=labels.get(name, RunDir.short_name(name)))
+        (line,) = ax.plot(x, y, "o-", label=short)
+        colours[name] = line.get_color()
     ax.set(xlabel=label, ylabel="top-1 under attack (%)")
     ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 5))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     if wide:
         ax = axes[0, 1]
         top = max(r["eps"] for r in rows)
         for name in models:
             (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
-            point = (r["clean_acc1"], r["adv_acc1"])
-            ax.scatter(*point)
-            short = labels.get(name, RunDir.short_name(name))
-            ax.annotate(short, point, fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ax.scatter(r["clean_acc1"], r["adv_acc1"], color=colours[name])
         eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
         ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
-        ax.set_title("clean / robust trade-off", fontsize=9)
+        ax.set_title("clean / robust trade-off (colours as in the legend)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.margins(0.25)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # One legend under the panels, in as many columns as the longest label allows: labels
+    # name settings and can be long, and inside an axes they would cover the lines.
+    width = fig.get_figwidth() * fig.dpi
+    columns = max(1, min(len(names), int(width // (6 * max(map(len, names)) + 60))))
+    handles, texts = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        texts,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=columns,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
