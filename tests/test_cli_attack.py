@@ -198,3 +198,35 @@ def test_linf_sizes_read_the_same_in_terminal_and_report(run, tmp_path, capsys):
     assert _attack(run, *sweep) == 0
     report = (run / "report.md").read_text()
     assert "eps (x/255)" in report and "| 4 |" in report.replace("4.0 ", "4 ")
+
+
+def test_the_robustness_figure_keeps_long_labels_inside_the_picture(tmp_path, monkeypatch):
+    """Labels named from settings are long: the legend goes under the panels, and the saved
+    picture grows to hold it rather than cutting it off or covering the lines."""
+    from PIL import Image
+
+    from scenelab import plots
+
+    drawn = {}
+    real_legend = plots.pyplot().Figure.legend
+
+    def legend(fig, *args, **kwargs):
+        drawn["legend"] = real_legend(fig, *args, **kwargs)
+        return drawn["legend"]
+
+    monkeypatch.setattr(plots.pyplot().Figure, "legend", legend)
+    names = [f"simplenet, adv-train {m}, adv-eps 0.0313725" for m in ("none", "madry", "trades")]
+    rows = [
+        {"model": n, "eps": e / 255, "adv_acc1": 70 - 5 * e - i, "clean_acc1": 70 - i}
+        for i, n in enumerate(names)
+        for e in (0, 4, 8)
+    ]
+    path = tmp_path / "robustness.png"
+    plots.plot_robustness(rows, path, labels={n: n for n in names})
+    texts = [t.get_text() for t in drawn["legend"].get_texts()]
+    assert texts == names
+    width, height = Image.open(path).size
+    assert height > 380 and width <= 1000  # 10 x 3.8 inches at 100 dpi, plus the legend below
+    # no axes carries a legend of its own
+    fig_axes_legends = [ax.get_legend() for ax in drawn["legend"].figure.axes]
+    assert fig_axes_legends == [None, None]

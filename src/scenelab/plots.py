@@ -243,12 +243,17 @@ def plot_robustness(
     if wide:
         ax = axes[0, 1]
         top = max(r["eps"] for r in rows)
-        for name in models:
+        named = max(map(len, names)) <= 24  # short names beside the points, long ones by colour
+        for name, short in zip(models, names, strict=True):
             (r,) = [r for r in rows if r["model"] == name and r["eps"] == top]
-            ax.scatter(r["clean_acc1"], r["adv_acc1"], color=colours[name])
+            point = (r["clean_acc1"], r["adv_acc1"])
+            ax.scatter(*point, color=colours[name])
+            if named:
+                ax.annotate(short, point, fontsize=8, xytext=(4, 4), textcoords="offset points")
         eps_text = f"{top * 255:g}/255" if units == "pixels" else f"{top:g}"
         ax.set(xlabel="clean top-1 (%)", ylabel=f"top-1 at epsilon {eps_text} (%)")
-        ax.set_title("clean / robust trade-off (colours as in the legend)", fontsize=9)
+        trade_off = "clean / robust trade-off"
+        ax.set_title(trade_off if named else f"{trade_off} (colours as in the legend)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.margins(0.25)
     fig.tight_layout()
