@@ -42,6 +42,7 @@ def test_each_format_loads_back_and_equals_the_eager_model(run, tmp_path, fmt):
         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "Expect archive file" not in result.stderr  # the temporary file keeps the suffix
     (path,) = [p for p in out.iterdir() if p.name.startswith("model.")]
     assert f"Exported: {path}" in result.stdout
     state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)

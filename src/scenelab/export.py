@@ -114,7 +114,8 @@ def export_model(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / FORMATS[fmt]
-    tmp = path.with_name(path.name + ".tmp")
+    # The format's own suffix last: torch.export warns on a .pt2 archive named otherwise.
+    tmp = path.with_name(f"{path.stem}.tmp{path.suffix}")
     model = as_builtin_convs(model).cpu().float()
     try:
         _export(model, fmt, torch.rand(2, 3, image_size, image_size), tmp, model_name)
