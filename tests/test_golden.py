@@ -9,12 +9,15 @@ training loop must reproduce them:
 - on a machine like the recording one (same torch, CPU model, kernel capability and thread
   count): exactly, to the last bit;
 - elsewhere: CPU kernels block their reductions differently (other vector widths, thread
-  counts), and training amplifies the difference step by step. Losses and weights (each
-  tensor's sum and norm, to its norm) agree to 1e-4 relative in the 6-step runs, 2e-3 in the
-  PGD-based run (an attack takes the sign of gradients near zero, which can flip) and 1e-2 in
-  the 18-step time-budget run. Running this file with one thread (`OMP_NUM_THREADS=1`) takes
-  that path: against the two-thread recording, the time-budget run's weights differed by
-  4.2e-3 (its losses by 6e-5), the ViT's weights by 2.4e-5, the rest by at most 4e-7.
+  counts), and training amplifies the difference step by step. Losses agree to 1e-4 relative
+  in the 6-step runs, 2e-3 in the PGD-based run (an attack takes the sign of gradients near
+  zero, which can flip) and 1e-2 in the 18-step time-budget run; the final weights (each
+  tensor's sum and norm, to its norm) to 5e-3, 3e-2 and 3e-2. Measured: with one thread
+  (`OMP_NUM_THREADS=1`) against the two-thread recording, the time-budget run's weights
+  differed by 4.2e-3 (its losses by 6e-5), the ViT's weights by 2.4e-5, the rest by at most
+  4e-7; on a 2-core Intel Xeon (AVX-512 kernels) against the AMD EPYC recording (AVX2), the
+  losses by at most 8e-5 and the weights by 1.7e-3 (plain), 1.5e-3 (accum-ema), 1.2e-4 (ViT),
+  1.1e-2 (goodfellow) and 1.1e-2 (time budget): the tolerances are about three times these.
 
 Recorded anew when `--augment course` became the course template's (the rotation's black corners
 cropped away): with `--augment course-borders`, the earlier recording still matched exactly.
@@ -57,8 +60,10 @@ SCENARIOS = {
     ).split(),
 }
 EPOCH_LOSSES = ("train_loss", "val_loss", "val_ema_loss")
-# rtol off the recording machine (see the docstring); 1e-4 for the others
+# rtol off the recording machine (see the docstring): of the losses (1e-4 for the others) and
+# of the final weights (5e-3 for the others)
 LOOSE = {"goodfellow": 2e-3, "time-budget": 1e-2}
+LOOSE_WEIGHTS = {"goodfellow": 3e-2, "time-budget": 3e-2}
 
 
 def machine() -> dict:
@@ -187,6 +192,7 @@ def test_training_reproduces_the_recorded_losses_and_weights(name, tmp_path, mon
     rtol = LOOSE.get(name, 1e-4)
     assert result["step_losses"] == pytest.approx(expected["step_losses"], rel=rtol)
     assert result["epoch_losses"] == pytest.approx(expected["epoch_losses"], rel=rtol)
+    rtol = LOOSE_WEIGHTS.get(name, 5e-3)
     for tensor, stats in expected["weights"]["stats"].items():
         got = result["weights"]["stats"][tensor]
         assert got == pytest.approx(stats, abs=rtol * max(stats[1], 1e-6)), tensor
