@@ -22,6 +22,8 @@ _NOT_SETTINGS = {
     "cache_images",
     "on_bad_image",
     "val_batch_size",
+    "adv_eval_limit",  # how much of each epoch's robust accuracy is measured, not what trains
+    "adv_eval_steps",
 }
 MAX_SETTINGS = 3  # at most this many differing settings per label (the first in config order)
 
