@@ -49,7 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     runtime.setup(device)
     model, cfg = trained_model(checkpoint, args.checkpoint, given(args, DataConfig))
     model, classes = model.to(device), checkpoint["classes"]
-    if dataset is None:  # weights alone: built above, its classes are the checkpoint's
+    if dataset is None:  # a full checkpoint (weights alone built theirs above, classes and all)
         dataset, data_classes = build_dataset(cfg.data, args.split)
         check_classes(data_classes, classes, cfg.data.data)
     loader = build_loader(dataset, cfg.data, train=False, device=device)
